@@ -1,0 +1,1 @@
+//! Compute kernels on plain `f32` slices.

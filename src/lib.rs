@@ -1,0 +1,20 @@
+//! convnet: Keras-style convolutional neural networks in Rust.
+//!
+//! This umbrella crate re-exports the layered crates:
+//! - [`tensor`] (`convnet-tensor`): the NHWC `f32` tensor, shapes, errors, seeded RNG;
+//! - [`kernels`] (`convnet-kernels`): im2col/GEMM convolution, pooling, dense,
+//!   activations, batch normalisation, dropout, on plain slices;
+//! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation.
+//!
+//! `use convnet::prelude::*;` brings the everyday names into scope.
+
+pub use convnet_autograd as autograd;
+pub use convnet_kernels as kernels;
+pub use convnet_tensor as tensor;
+
+/// The everyday names.
+pub mod prelude {
+    pub use convnet_autograd::{no_grad, Tape, Var};
+    pub use convnet_kernels::conv::Padding;
+    pub use convnet_tensor::{Rng, Shape, Tensor, TensorError};
+}
