@@ -1,0 +1,144 @@
+//! 2-D convolution (Keras's `Conv2D`), with an optional fused ReLU.
+//!
+//! Forward: `y = act(x (*) w + b)`. Backward, the two equations of
+//! convolution backprop, after masking `dy` by the ReLU if fused:
+//! `dx = col2im(dy w^T)` and `dw = im2col(x)^T dy`, `db = sum(dy)`.
+
+use convnet_kernels::conv::{
+    conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
+};
+use convnet_kernels::Padding;
+use convnet_tensor::{Result, Tensor, TensorError};
+
+use super::fill;
+use crate::{Backward, Var};
+
+struct Conv2dBackward {
+    g: ConvGeometry,
+    x: Tensor,
+    w: Tensor,
+    has_bias: bool,
+    /// The output, kept when a ReLU is fused (its mask).
+    relu_out: Option<Tensor>,
+}
+
+impl Backward for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "Conv2D"
+    }
+
+    fn backward(&self, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let dy = match &self.relu_out {
+            Some(y) => {
+                let (yv, dyv) = (y.values(), dy.values());
+                let masked: Vec<f32> = yv
+                    .iter()
+                    .zip(dyv.iter())
+                    .map(|(&y, &d)| if y > 0.0 { d } else { 0.0 })
+                    .collect();
+                Tensor::from_vec(dy.shape(), masked)?
+            }
+            None => dy.clone(),
+        };
+        let dyv = dy.values();
+        let dx = if needs[0] {
+            Some(fill(&self.g.input_shape(), |dx| {
+                conv2d_backward_input(&self.g, &dyv, &self.w.values(), dx)
+            })?)
+        } else {
+            None
+        };
+        let need_b = self.has_bias && needs.get(2).copied().unwrap_or(false);
+        let (dw, db) = if needs[1] || need_b {
+            let mut dw = vec![0.0f32; self.g.kernel_shape().iter().product()];
+            let mut db = vec![0.0f32; if need_b { self.g.f } else { 0 }];
+            conv2d_backward_filter(
+                &self.g,
+                &self.x.values(),
+                &dyv,
+                &mut dw,
+                need_b.then_some(db.as_mut_slice()),
+            )?;
+            (
+                if needs[1] {
+                    Some(Tensor::from_vec(&self.g.kernel_shape(), dw)?)
+                } else {
+                    None
+                },
+                if need_b {
+                    Some(Tensor::from_vec(&[self.g.f], db)?)
+                } else {
+                    None
+                },
+            )
+        } else {
+            (None, None)
+        };
+        let mut out = vec![dx, dw];
+        if self.has_bias {
+            out.push(db);
+        }
+        Ok(out)
+    }
+}
+
+impl Var {
+    /// 2-D convolution of this NHWC value with an HWIO kernel `w`
+    /// `(kh, kw, in, out)`, an optional bias `(out,)`, `strides` and
+    /// `padding`, and an optional fused ReLU.
+    ///
+    /// ```
+    /// use convnet_autograd::{ops::{Epilogue, Padding}, Var};
+    /// use convnet_tensor::Tensor;
+    /// let x = Var::constant(Tensor::ones(&[1, 5, 5, 3]));
+    /// let w = Var::constant(Tensor::ones(&[3, 3, 3, 8]));
+    /// let y = x.conv2d(&w, None, (2, 2), Padding::Same, Epilogue::None).unwrap();
+    /// assert_eq!(y.shape(), &[1, 3, 3, 8]);
+    /// ```
+    pub fn conv2d(
+        &self,
+        w: &Var,
+        b: Option<&Var>,
+        strides: (usize, usize),
+        padding: Padding,
+        epilogue: Epilogue,
+    ) -> Result<Var> {
+        let op = "Conv2D";
+        let xs = self.value().nhwc(op)?;
+        let ws: [usize; 4] = w.shape().try_into().map_err(|_| {
+            TensorError::invalid_shape(
+                op,
+                w.shape(),
+                "the kernel must be rank 4 (kernel_h, kernel_w, in_channels, filters)",
+            )
+        })?;
+        let g = ConvGeometry::new(xs, ws, strides, padding)?;
+        if let Some(b) = b {
+            if b.shape() != [g.f] {
+                return Err(TensorError::mismatch(
+                    op,
+                    b.shape(),
+                    &[g.f],
+                    "the bias must have one value per filter",
+                ));
+            }
+        }
+        let (xv, wv) = (self.value().values(), w.value().values());
+        let bv = b.map(|b| b.value().values());
+        let y = fill(&g.output_shape(), |out| {
+            conv2d_forward(&g, &xv, &wv, bv.as_deref(), epilogue, out)
+        })?;
+        let mut inputs = vec![self, w];
+        if let Some(b) = b {
+            inputs.push(b);
+        }
+        let relu_out = matches!(epilogue, Epilogue::Relu).then(|| y.clone());
+        Var::from_op(op, &inputs, y, || Conv2dBackward {
+            g,
+            x: self.value().clone(),
+            w: w.value().clone(),
+            has_bias: b.is_some(),
+            relu_out,
+        })
+    }
+}

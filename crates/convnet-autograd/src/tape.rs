@@ -1,0 +1,233 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use convnet_tensor::{Result, Tensor, TensorError};
+
+use crate::Var;
+
+/// The backward rule of one op application. It holds whatever the forward
+/// pass saved for it.
+pub trait Backward {
+    /// The op's name, for error messages.
+    fn name(&self) -> &'static str;
+
+    /// Given the gradient of the loss with respect to the op's output, return
+    /// the gradient with respect to each input, in input order. `needs[i]`
+    /// says whether input `i` wants one; return `None` where it does not, and
+    /// skip the work.
+    fn backward(&self, grad_output: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>>;
+}
+
+struct Node {
+    /// `None` for a leaf (a variable created by [`Tape::var`]).
+    op: Option<Box<dyn Backward>>,
+    inputs: Vec<usize>,
+    shape: Vec<usize>,
+}
+
+struct Inner {
+    id: u64,
+    nodes: Vec<Node>,
+}
+
+/// A recording of the forward pass, to be played backwards.
+///
+/// A tape is cheap to clone (a shared handle). Use one tape per training
+/// step: create the parameters' variables on it with [`Tape::var`], run the
+/// forward pass, call [`Tape::backward`] on the loss, then drop it.
+#[derive(Clone)]
+pub struct Tape {
+    inner: Rc<RefCell<Inner>>,
+}
+
+static NEXT_TAPE: AtomicU64 = AtomicU64::new(1);
+
+impl Default for Tape {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tape {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Tape {
+            inner: Rc::new(RefCell::new(Inner {
+                id: NEXT_TAPE.fetch_add(1, Ordering::Relaxed),
+                nodes: Vec::new(),
+            })),
+        }
+    }
+
+    /// A variable whose gradient [`Tape::backward`] will compute (a
+    /// trainable parameter, or an input we differentiate with respect to).
+    pub fn var(&self, value: Tensor) -> Var {
+        let id = self.push(Node {
+            op: None,
+            inputs: Vec::new(),
+            shape: value.shape().to_vec(),
+        });
+        Var::recorded(value, self.clone(), id)
+    }
+
+    /// Number of recorded nodes (leaves included).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().nodes.len()
+    }
+
+    /// True if nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.borrow().id
+    }
+
+    pub(crate) fn same(&self, other: &Tape) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn push(&self, node: Node) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        inner.nodes.push(node);
+        inner.nodes.len() - 1
+    }
+
+    pub(crate) fn record(
+        &self,
+        op: Box<dyn Backward>,
+        inputs: Vec<usize>,
+        shape: &[usize],
+    ) -> usize {
+        self.push(Node {
+            op: Some(op),
+            inputs,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Gradients of the scalar `loss` with respect to every variable on this
+    /// tape that it depends on. A non-scalar `loss` is differentiated as the
+    /// sum of its elements (its seed gradient is all ones).
+    pub fn backward(&self, loss: &Var) -> Result<Gradients> {
+        self.backward_with(loss, Tensor::ones(loss.shape()))
+    }
+
+    /// Gradients given the seed gradient `grad` of `output` (same shape).
+    pub fn backward_with(&self, output: &Var, grad: Tensor) -> Result<Gradients> {
+        let op = "Tape::backward";
+        let (tape, root) = output.node().ok_or_else(|| {
+            TensorError::invalid(op, "the output does not depend on any variable of a tape (was it computed under no_grad, or from constants only?)")
+        })?;
+        if !tape.same(self) {
+            return Err(TensorError::invalid(
+                op,
+                "the output was recorded on another tape",
+            ));
+        }
+        if grad.shape() != output.shape() {
+            return Err(TensorError::mismatch(
+                op,
+                output.shape(),
+                grad.shape(),
+                "the seed gradient must have the output's shape",
+            ));
+        }
+        // Take the nodes out so backward rules may run while the tape is
+        // borrowed by nobody; the tape is spent afterwards.
+        let nodes = std::mem::take(&mut self.inner.borrow_mut().nodes);
+        let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
+        grads[root] = Some(grad);
+        // Which nodes lead to the root at all.
+        let mut live = vec![false; nodes.len()];
+        live[root] = true;
+        for id in (0..=root).rev() {
+            if live[id] {
+                for &i in &nodes[id].inputs {
+                    live[i] = true;
+                }
+            }
+        }
+        let mut leaves = HashMap::new();
+        for id in (0..=root).rev() {
+            let node = &nodes[id];
+            let Some(g) = grads[id].take() else { continue };
+            let Some(rule) = &node.op else {
+                leaves.insert(id, g);
+                continue;
+            };
+            let needs: Vec<bool> = node.inputs.iter().map(|&i| live[i]).collect();
+            let input_grads = rule.backward(&g, &needs)?;
+            drop(g);
+            if input_grads.len() != node.inputs.len() {
+                return Err(TensorError::invalid(
+                    rule.name(),
+                    format!(
+                        "backward returned {} gradients for {} inputs",
+                        input_grads.len(),
+                        node.inputs.len()
+                    ),
+                ));
+            }
+            for (&input, ig) in node.inputs.iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if ig.shape() != nodes[input].shape.as_slice() {
+                    return Err(TensorError::mismatch(
+                        rule.name(),
+                        &nodes[input].shape,
+                        ig.shape(),
+                        "backward produced a gradient of the wrong shape",
+                    ));
+                }
+                match &mut grads[input] {
+                    Some(acc) => acc.add_assign(&ig)?,
+                    slot @ None => *slot = Some(ig),
+                }
+            }
+        }
+        Ok(Gradients {
+            tape: self.id(),
+            grads: leaves,
+        })
+    }
+}
+
+/// Gradients of a loss with respect to the variables of one tape.
+pub struct Gradients {
+    tape: u64,
+    grads: HashMap<usize, Tensor>,
+}
+
+impl Gradients {
+    /// The gradient of `var`, or `None` if the loss does not depend on it
+    /// (or it belongs to another tape).
+    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+        let (tape, id) = var.node()?;
+        if tape.id() != self.tape {
+            return None;
+        }
+        self.grads.get(&id)
+    }
+
+    /// Take the gradient of `var` out.
+    pub fn take(&mut self, var: &Var) -> Option<Tensor> {
+        let (tape, id) = var.node()?;
+        if tape.id() != self.tape {
+            return None;
+        }
+        self.grads.remove(&id)
+    }
+
+    /// Number of variables with a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// True if no variable got a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
