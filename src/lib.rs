@@ -15,6 +15,6 @@ pub use convnet_tensor as tensor;
 /// The everyday names.
 pub mod prelude {
     pub use convnet_autograd::{no_grad, Tape, Var};
-    pub use convnet_kernels::conv::Padding;
+    pub use convnet_kernels::{conv::Epilogue, Padding};
     pub use convnet_tensor::{Rng, Shape, Tensor, TensorError};
 }
