@@ -1,7 +1,78 @@
 //! Batch normalisation over the last (channel) axis of a `(rows, c)` matrix
 //! (NHWC flattened to `rows = n*h*w`).
+//!
+//! Statistics are accumulated in f64 over fixed blocks of rows, added in a
+//! fixed order, so results do not depend on the thread count.
 
-use crate::Result;
+use rayon::prelude::*;
+
+use crate::{Result, TensorError};
+
+/// Rows per block of the parallel reductions.
+const BLOCK_ROWS: usize = 512;
+
+fn check_params(op: &str, c: usize, pairs: &[(&str, Option<usize>)]) -> Result<()> {
+    for &(what, len) in pairs {
+        if let Some(len) = len {
+            TensorError::check_len(op, what, &[c], len)?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-channel sums of `f(row values)` over all rows, in f64, as a fixed
+/// block decomposition reduced in order.
+fn channel_sums<const K: usize>(
+    rows: usize,
+    c: usize,
+    f: impl Fn(usize, usize) -> [f64; K] + Sync,
+) -> Vec<[f64; K]> {
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    let partial = |b: usize| {
+        let mut acc = vec![[0.0f64; K]; c];
+        for r in b * BLOCK_ROWS..((b + 1) * BLOCK_ROWS).min(rows) {
+            for (ch, a) in acc.iter_mut().enumerate() {
+                let v = f(r, ch);
+                for k in 0..K {
+                    a[k] += v[k];
+                }
+            }
+        }
+        acc
+    };
+    let partials: Vec<Vec<[f64; K]>> = if blocks > 4 {
+        (0..blocks).into_par_iter().map(partial).collect()
+    } else {
+        (0..blocks).map(partial).collect()
+    };
+    let mut total = vec![[0.0f64; K]; c];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            for k in 0..K {
+                t[k] += v[k];
+            }
+        }
+    }
+    total
+}
+
+/// `y = (x - mean) * scale + shift` per channel, rows in parallel.
+fn normalize(rows: usize, c: usize, x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32]) {
+    let body = |(xr, yr): (&[f32], &mut [f32])| {
+        for ((o, &v), (&s, &t)) in yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)) {
+            *o = v * s + t;
+        }
+    };
+    if rows * c < 1 << 15 {
+        x.chunks(c).zip(y.chunks_mut(c)).for_each(body);
+    } else {
+        x.par_chunks(c * 64)
+            .zip(y.par_chunks_mut(c * 64))
+            .for_each(|(xb, yb)| {
+                xb.chunks(c).zip(yb.chunks_mut(c)).for_each(body);
+            });
+    }
+}
 
 /// Training mode: normalise with the batch statistics. Writes `y`, the batch
 /// `mean` and the *biased* batch `var` (both `(c,)`), which the caller uses
@@ -19,8 +90,48 @@ pub fn batch_norm_forward_train(
     mean: &mut [f32],
     var: &mut [f32],
 ) -> Result<()> {
-    let _ = (rows, c, x, gamma, beta, eps, y, mean, var);
-    todo!()
+    let op = "BatchNormalization";
+    TensorError::check_len(op, "input", &[rows, c], x.len())?;
+    TensorError::check_len(op, "output", &[rows, c], y.len())?;
+    check_params(
+        op,
+        c,
+        &[
+            ("gamma", gamma.map(<[f32]>::len)),
+            ("beta", beta.map(<[f32]>::len)),
+            ("mean", Some(mean.len())),
+            ("variance", Some(var.len())),
+        ],
+    )?;
+    if rows == 0 || c == 0 {
+        return Err(TensorError::invalid_shape(
+            op,
+            &[rows, c],
+            "batch normalisation of an empty batch",
+        ));
+    }
+    // Two passes: the mean, then the centred second moment (accurate even
+    // when |mean| >> std).
+    let sums = channel_sums::<1>(rows, c, |r, ch| [x[r * c + ch] as f64]);
+    let m: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
+    let sq = channel_sums::<1>(rows, c, |r, ch| {
+        let d = x[r * c + ch] as f64 - m[ch];
+        [d * d]
+    });
+    let mut scale = vec![0.0f32; c];
+    let mut shift = vec![0.0f32; c];
+    for ch in 0..c {
+        let v = sq[ch][0] / rows as f64;
+        mean[ch] = m[ch] as f32;
+        var[ch] = v as f32;
+        let inv = 1.0 / (v + eps as f64).sqrt();
+        let g = gamma.map_or(1.0, |g| g[ch] as f64);
+        let b = beta.map_or(0.0, |b| b[ch] as f64);
+        scale[ch] = (g * inv) as f32;
+        shift[ch] = (b - m[ch] * g * inv) as f32;
+    }
+    normalize(rows, c, x, y, &scale, &shift);
+    Ok(())
 }
 
 /// Inference mode: normalise with given (moving) statistics.
@@ -36,12 +147,39 @@ pub fn batch_norm_forward_inference(
     eps: f32,
     y: &mut [f32],
 ) -> Result<()> {
-    let _ = (rows, c, x, gamma, beta, mean, var, eps, y);
-    todo!()
+    let op = "BatchNormalization";
+    TensorError::check_len(op, "input", &[rows, c], x.len())?;
+    TensorError::check_len(op, "output", &[rows, c], y.len())?;
+    check_params(
+        op,
+        c,
+        &[
+            ("gamma", gamma.map(<[f32]>::len)),
+            ("beta", beta.map(<[f32]>::len)),
+            ("moving mean", Some(mean.len())),
+            ("moving variance", Some(var.len())),
+        ],
+    )?;
+    if c == 0 {
+        return Ok(());
+    }
+    let mut scale = vec![0.0f32; c];
+    let mut shift = vec![0.0f32; c];
+    for ch in 0..c {
+        let inv = 1.0 / (var[ch] as f64 + eps as f64).sqrt();
+        let g = gamma.map_or(1.0, |g| g[ch] as f64);
+        let b = beta.map_or(0.0, |b| b[ch] as f64);
+        scale[ch] = (g * inv) as f32;
+        shift[ch] = (b - mean[ch] as f64 * g * inv) as f32;
+    }
+    normalize(rows, c, x, y, &scale, &shift);
+    Ok(())
 }
 
 /// Backward of the training-mode forward (statistics depend on `x`):
-/// `dx` overwritten; `dgamma`, `dbeta` (`(c,)`) overwritten when asked for.
+/// `dx = gamma inv_std / N (N dy - sum(dy) - xhat sum(dy xhat))`;
+/// `dgamma = sum(dy xhat)`, `dbeta = sum(dy)` (`(c,)`), overwritten when
+/// asked for.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward_train(
     rows: usize,
@@ -56,11 +194,89 @@ pub fn batch_norm_backward_train(
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) -> Result<()> {
-    let _ = (rows, c, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta);
-    todo!()
+    let op = "BatchNormalization backward";
+    backward_checks(op, rows, c, x, dy, dx, gamma, mean, var)?;
+    if rows == 0 || c == 0 {
+        return Ok(());
+    }
+    let inv: Vec<f64> = var
+        .iter()
+        .map(|&v| 1.0 / (v as f64 + eps as f64).sqrt())
+        .collect();
+    let sums = channel_sums::<2>(rows, c, |r, ch| {
+        let d = dy[r * c + ch] as f64;
+        let xhat = (x[r * c + ch] as f64 - mean[ch] as f64) * inv[ch];
+        [d, d * xhat]
+    });
+    let n = rows as f64;
+    // dx = k1 * dy + k2 * x + k3 per channel, with
+    // k1 = g inv, k2 = -g inv^2 sum(dy xhat) / N, k3 = -g inv sum(dy)/N - k2 mean.
+    let mut k1 = vec![0.0f32; c];
+    let mut k2 = vec![0.0f32; c];
+    let mut k3 = vec![0.0f32; c];
+    for ch in 0..c {
+        let g = gamma.map_or(1.0, |g| g[ch] as f64);
+        let a = g * inv[ch];
+        let b = -a * inv[ch] * sums[ch][1] / n;
+        k1[ch] = a as f32;
+        k2[ch] = b as f32;
+        k3[ch] = (-a * sums[ch][0] / n - b * mean[ch] as f64) as f32;
+    }
+    let body = |((dxr, dyr), xr): ((&mut [f32], &[f32]), &[f32])| {
+        for ch in 0..c {
+            dxr[ch] = k1[ch] * dyr[ch] + k2[ch] * xr[ch] + k3[ch];
+        }
+    };
+    if rows * c < 1 << 15 {
+        dx.chunks_mut(c)
+            .zip(dy.chunks(c))
+            .zip(x.chunks(c))
+            .for_each(body);
+    } else {
+        dx.par_chunks_mut(c)
+            .zip(dy.par_chunks(c))
+            .zip(x.par_chunks(c))
+            .for_each(body);
+    }
+    if let Some(dg) = dgamma {
+        check_params(op, c, &[("gamma gradient", Some(dg.len()))])?;
+        dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
+    }
+    if let Some(db) = dbeta {
+        check_params(op, c, &[("beta gradient", Some(db.len()))])?;
+        db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
+    }
+    Ok(())
 }
 
-/// Backward of the inference-mode forward (statistics are constants).
+#[allow(clippy::too_many_arguments)]
+fn backward_checks(
+    op: &str,
+    rows: usize,
+    c: usize,
+    x: &[f32],
+    dy: &[f32],
+    dx: &[f32],
+    gamma: Option<&[f32]>,
+    mean: &[f32],
+    var: &[f32],
+) -> Result<()> {
+    TensorError::check_len(op, "input", &[rows, c], x.len())?;
+    TensorError::check_len(op, "output gradient", &[rows, c], dy.len())?;
+    TensorError::check_len(op, "input gradient", &[rows, c], dx.len())?;
+    check_params(
+        op,
+        c,
+        &[
+            ("gamma", gamma.map(<[f32]>::len)),
+            ("mean", Some(mean.len())),
+            ("variance", Some(var.len())),
+        ],
+    )
+}
+
+/// Backward of the inference-mode forward (statistics are constants):
+/// `dx = dy gamma inv_std`, `dgamma = sum(dy xhat)`, `dbeta = sum(dy)`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward_inference(
     rows: usize,
@@ -75,6 +291,36 @@ pub fn batch_norm_backward_inference(
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) -> Result<()> {
-    let _ = (rows, c, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta);
-    todo!()
+    let op = "BatchNormalization backward";
+    backward_checks(op, rows, c, x, dy, dx, gamma, mean, var)?;
+    if rows == 0 || c == 0 {
+        return Ok(());
+    }
+    let inv: Vec<f64> = var
+        .iter()
+        .map(|&v| 1.0 / (v as f64 + eps as f64).sqrt())
+        .collect();
+    let k: Vec<f32> = (0..c)
+        .map(|ch| (gamma.map_or(1.0, |g| g[ch] as f64) * inv[ch]) as f32)
+        .collect();
+    for (dxr, dyr) in dx.chunks_mut(c).zip(dy.chunks(c)) {
+        for ch in 0..c {
+            dxr[ch] = dyr[ch] * k[ch];
+        }
+    }
+    if dgamma.is_some() || dbeta.is_some() {
+        let sums = channel_sums::<2>(rows, c, |r, ch| {
+            let d = dy[r * c + ch] as f64;
+            [d, d * (x[r * c + ch] as f64 - mean[ch] as f64) * inv[ch]]
+        });
+        if let Some(dg) = dgamma {
+            check_params(op, c, &[("gamma gradient", Some(dg.len()))])?;
+            dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
+        }
+        if let Some(db) = dbeta {
+            check_params(op, c, &[("beta gradient", Some(db.len()))])?;
+            db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Max and average pooling (any window, stride and padding) and global
 //! average pooling, NHWC.
 
+use rayon::prelude::*;
+
 use crate::{Padding, Pads, Result, TensorError};
 
 /// The sizes of one pooling: input `(n, h, w, c)`, window `ph x pw`,
@@ -69,39 +71,239 @@ impl PoolGeometry {
     }
 }
 
+fn check_pool(
+    g: &PoolGeometry,
+    op: &str,
+    x_what: &str,
+    x_len: usize,
+    y_what: &str,
+    y_len: usize,
+) -> Result<()> {
+    TensorError::check_len(op, x_what, &[g.n, g.h, g.w, g.c], x_len)?;
+    TensorError::check_len(op, y_what, &g.output_shape(), y_len)
+}
+
+/// The input rows (or columns) a window at output index `o` covers,
+/// clipped to the input: `start..end`.
+#[inline]
+fn window(o: usize, stride: usize, pad: usize, size: usize, input: usize) -> (usize, usize) {
+    let lo = (o * stride) as isize - pad as isize;
+    let hi = lo + size as isize;
+    let start = lo.clamp(0, input as isize) as usize;
+    let end = hi.clamp(0, input as isize) as usize;
+    (start, end.max(start))
+}
+
+/// Per-image work in parallel: `f(image index, input image, output image)`.
+fn per_image<F>(g: &PoolGeometry, x: &[f32], y: &mut [f32], f: F)
+where
+    F: Fn(usize, &[f32], &mut [f32]) + Sync,
+{
+    let (in_img, out_img) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    if out_img == 0 || in_img == 0 {
+        return;
+    }
+    if g.n * in_img < 1 << 15 {
+        for (i, (xi, yi)) in x.chunks(in_img).zip(y.chunks_mut(out_img)).enumerate() {
+            f(i, xi, yi);
+        }
+    } else {
+        x.par_chunks(in_img)
+            .zip(y.par_chunks_mut(out_img))
+            .enumerate()
+            .for_each(|(i, (xi, yi))| f(i, xi, yi));
+    }
+}
+
 /// Max pooling. `argmax` (same length as `y`) receives, for each output, the
-/// flat index into `x` of the element chosen (padded cells never win).
+/// flat index into `x` of the element chosen (padded cells never win; on
+/// ties the first in row-major window order wins). A window lying wholly in
+/// explicit padding gives 0 and the index `u32::MAX`.
 pub fn max_pool2d_forward(
     g: &PoolGeometry,
     x: &[f32],
     y: &mut [f32],
     argmax: &mut [u32],
 ) -> Result<()> {
-    let _ = (g, x, y, argmax);
-    todo!()
+    let op = "MaxPooling2D";
+    check_pool(g, op, "input", x.len(), "output", y.len())?;
+    TensorError::check_len(op, "argmax", &g.output_shape(), argmax.len())?;
+    if x.len() > u32::MAX as usize {
+        return Err(TensorError::invalid_shape(
+            op,
+            &[g.n, g.h, g.w, g.c],
+            "more than 2^32 elements",
+        ));
+    }
+    let (in_img, out_img, c) = (g.h * g.w * g.c, g.oh * g.ow * g.c, g.c);
+    if in_img == 0 || out_img == 0 {
+        return Ok(());
+    }
+    let body = |(img, (out, arg)): (usize, (&mut [f32], &mut [u32]))| {
+        let xi = &x[img * in_img..(img + 1) * in_img];
+        let base = (img * in_img) as u32;
+        for oy in 0..g.oh {
+            let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
+            for ox in 0..g.ow {
+                let (x0, x1) = window(ox, g.sw, g.pads.left, g.pw, g.w);
+                let at = (oy * g.ow + ox) * c;
+                for ch in 0..c {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut best_at = u32::MAX;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let idx = (iy * g.w + ix) * c + ch;
+                            let v = xi[idx];
+                            if best_at == u32::MAX || v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                best_at = idx as u32;
+                            }
+                        }
+                    }
+                    if best_at == u32::MAX {
+                        // A window wholly inside explicit padding.
+                        out[at + ch] = 0.0;
+                        arg[at + ch] = u32::MAX;
+                    } else {
+                        out[at + ch] = best;
+                        arg[at + ch] = base + best_at;
+                    }
+                }
+            }
+        }
+    };
+    if x.len() < 1 << 15 {
+        y.chunks_mut(out_img)
+            .zip(argmax.chunks_mut(out_img))
+            .enumerate()
+            .for_each(body);
+    } else {
+        y.par_chunks_mut(out_img)
+            .zip(argmax.par_chunks_mut(out_img))
+            .enumerate()
+            .for_each(body);
+    }
+    Ok(())
 }
 
-/// Gradient of max pooling: `dx` (overwritten) gets each `dy` at its argmax.
+/// Gradient of max pooling: `dx` (overwritten) gets each `dy` at its argmax
+/// (summed where windows overlap).
 pub fn max_pool2d_backward(
     g: &PoolGeometry,
     dy: &[f32],
     argmax: &[u32],
     dx: &mut [f32],
 ) -> Result<()> {
-    let _ = (g, dy, argmax, dx);
-    todo!()
+    let op = "MaxPooling2D backward";
+    check_pool(
+        g,
+        op,
+        "input gradient",
+        dx.len(),
+        "output gradient",
+        dy.len(),
+    )?;
+    TensorError::check_len(op, "argmax", &g.output_shape(), argmax.len())?;
+    let (in_img, out_img) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    if in_img == 0 || out_img == 0 {
+        dx.fill(0.0);
+        return Ok(());
+    }
+    if let Some(&bad) = argmax
+        .iter()
+        .find(|&&a| a != u32::MAX && a as usize >= dx.len())
+    {
+        return Err(TensorError::invalid(
+            op,
+            format!("argmax index {bad} is outside the input"),
+        ));
+    }
+    let body = |(img, dxi): (usize, &mut [f32])| {
+        dxi.fill(0.0);
+        let base = img * in_img;
+        let (d, a) = (
+            &dy[img * out_img..(img + 1) * out_img],
+            &argmax[img * out_img..(img + 1) * out_img],
+        );
+        for (&d, &a) in d.iter().zip(a) {
+            // An argmax from another image would be a caller bug; skip it.
+            if let Some(slot) = (a as usize).checked_sub(base).and_then(|i| dxi.get_mut(i)) {
+                *slot += d;
+            }
+        }
+    };
+    if dx.len() < 1 << 15 {
+        dx.chunks_mut(in_img).enumerate().for_each(body);
+    } else {
+        dx.par_chunks_mut(in_img).enumerate().for_each(body);
+    }
+    Ok(())
 }
 
 /// Average pooling; padded cells are excluded from the count (TensorFlow's rule).
 pub fn avg_pool2d_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()> {
-    let _ = (g, x, y);
-    todo!()
+    check_pool(g, "AveragePooling2D", "input", x.len(), "output", y.len())?;
+    let c = g.c;
+    per_image(g, x, y, |_, xi, out| {
+        for oy in 0..g.oh {
+            let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
+            for ox in 0..g.ow {
+                let (x0, x1) = window(ox, g.sw, g.pads.left, g.pw, g.w);
+                let o = &mut out[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
+                o.fill(0.0);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let src = &xi[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
+                        o.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
+                    }
+                }
+                let count = ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                o.iter_mut().for_each(|a| *a /= count);
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Gradient of average pooling: `dx` overwritten.
 pub fn avg_pool2d_backward(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) -> Result<()> {
-    let _ = (g, dy, dx);
-    todo!()
+    check_pool(
+        g,
+        "AveragePooling2D backward",
+        "input gradient",
+        dx.len(),
+        "output gradient",
+        dy.len(),
+    )?;
+    let (c, in_img, out_img) = (g.c, g.h * g.w * g.c, g.oh * g.ow * g.c);
+    if in_img == 0 || out_img == 0 {
+        dx.fill(0.0);
+        return Ok(());
+    }
+    let body = |(img, dxi): (usize, &mut [f32])| {
+        dxi.fill(0.0);
+        let d = &dy[img * out_img..(img + 1) * out_img];
+        for oy in 0..g.oh {
+            let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
+            for ox in 0..g.ow {
+                let (x0, x1) = window(ox, g.sw, g.pads.left, g.pw, g.w);
+                let inv = 1.0 / ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                let src = &d[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let dst = &mut dxi[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
+                        dst.iter_mut().zip(src).for_each(|(a, &v)| *a += v * inv);
+                    }
+                }
+            }
+        }
+    };
+    if dx.len() < 1 << 15 {
+        dx.chunks_mut(in_img).enumerate().for_each(body);
+    } else {
+        dx.par_chunks_mut(in_img).enumerate().for_each(body);
+    }
+    Ok(())
 }
 
 /// Global average pooling `(n, h, w, c) -> (n, c)`; `hw = h * w`.
@@ -112,8 +314,27 @@ pub fn global_avg_pool2d_forward(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    let _ = (n, hw, c, x, y);
-    todo!()
+    let op = "GlobalAveragePooling2D";
+    TensorError::check_len(op, "input", &[n, hw, c], x.len())?;
+    TensorError::check_len(op, "output", &[n, c], y.len())?;
+    if hw == 0 {
+        return Err(TensorError::invalid_shape(
+            op,
+            &[n, hw, c],
+            "cannot average over an empty image",
+        ));
+    }
+    let inv = 1.0 / hw as f64;
+    for (xi, yi) in x.chunks(hw * c.max(1)).zip(y.chunks_mut(c.max(1))) {
+        let mut acc = vec![0.0f64; c];
+        for px in xi.chunks(c.max(1)) {
+            acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v as f64);
+        }
+        yi.iter_mut()
+            .zip(&acc)
+            .for_each(|(o, &a)| *o = (a * inv) as f32);
+    }
+    Ok(())
 }
 
 /// Gradient of global average pooling: `dx` `(n, hw, c)` overwritten.
@@ -124,6 +345,17 @@ pub fn global_avg_pool2d_backward(
     dy: &[f32],
     dx: &mut [f32],
 ) -> Result<()> {
-    let _ = (n, hw, c, dy, dx);
-    todo!()
+    let op = "GlobalAveragePooling2D backward";
+    TensorError::check_len(op, "input gradient", &[n, hw, c], dx.len())?;
+    TensorError::check_len(op, "output gradient", &[n, c], dy.len())?;
+    if hw == 0 {
+        return Ok(());
+    }
+    let inv = 1.0 / hw as f32;
+    for (dxi, dyi) in dx.chunks_mut(hw * c.max(1)).zip(dy.chunks(c.max(1))) {
+        for px in dxi.chunks_mut(c.max(1)) {
+            px.iter_mut().zip(dyi).for_each(|(o, &d)| *o = d * inv);
+        }
+    }
+    Ok(())
 }
