@@ -53,6 +53,24 @@ pub enum TensorError {
         /// The tensor's shape.
         shape: Shape,
     },
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file's contents are not what its format requires.
+    #[error("{path}: {}{message}", tensor.as_ref().map(|t| format!("tensor \"{t}\": ")).unwrap_or_default())]
+    Format {
+        /// The file (or other origin) at fault.
+        path: String,
+        /// The tensor at fault, if one is.
+        tensor: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// Any other invalid argument (a rate outside [0, 1), a zero stride...).
     #[error("{op}: {message}")]
     InvalidArgument {
@@ -107,6 +125,23 @@ impl TensorError {
         TensorError::InvalidArgument {
             op: op.to_string(),
             message: message.into(),
+        }
+    }
+
+    /// A [`TensorError::Format`] for `path` (and `tensor`, if any).
+    pub fn format(path: &str, tensor: Option<&str>, message: impl Into<String>) -> Self {
+        TensorError::Format {
+            path: path.to_string(),
+            tensor: tensor.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// A [`TensorError::Io`] for `path`.
+    pub fn io(path: &str, err: impl std::fmt::Display) -> Self {
+        TensorError::Io {
+            path: path.to_string(),
+            message: err.to_string(),
         }
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod init;
 mod reduce;
 mod rng;
+pub mod safetensors;
 mod shape;
 mod tensor;
 

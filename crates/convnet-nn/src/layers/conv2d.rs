@@ -1,0 +1,133 @@
+use convnet_autograd::ops::Epilogue;
+use convnet_autograd::Var;
+use convnet_kernels::Padding;
+use convnet_tensor::{Rng, Tensor};
+
+use crate::layer::{shape_error, single_input};
+use crate::{Activation, ForwardCtx, Layer, LayerCore, Result, Weight};
+
+/// Keras's `Conv2D`: a 2-D convolution with `filters` kernels of
+/// `kernel_size`, weights `kernel` `(kh, kw, in, filters)` (Glorot uniform)
+/// and `bias` `(filters,)` (zeros). A ReLU activation is fused into the
+/// convolution.
+///
+/// ```
+/// use convnet_nn::{Activation, layers::Conv2D};
+/// let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Conv2D {
+    core: LayerCore,
+    filters: usize,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    activation: Activation,
+    use_bias: bool,
+}
+
+impl Conv2D {
+    /// `filters` kernels of `kernel_size`, stride 1, `valid` padding, no
+    /// activation, with a bias.
+    pub fn new(filters: usize, kernel_size: (usize, usize)) -> Self {
+        Conv2D {
+            core: LayerCore::new(None),
+            filters,
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            activation: Activation::Linear,
+            use_bias: true,
+        }
+    }
+
+    /// Strides.
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = strides;
+        self
+    }
+
+    /// Padding (`Valid` or `Same`).
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Activation.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Whether to add a bias.
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// An explicit name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.core.name = name.to_string();
+        self
+    }
+}
+
+impl Layer for Conv2D {
+    core_accessors!();
+
+    fn class_name(&self) -> &'static str {
+        "Conv2D"
+    }
+
+    fn name_prefix(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn build(&mut self, input_shapes: &[Vec<usize>], rng: &mut Rng) -> Result<Vec<usize>> {
+        let shape = single_input(self, input_shapes)?;
+        let &[h, w, c] = shape else {
+            return Err(shape_error(
+                self,
+                input_shapes,
+                "Conv2D expects (height, width, channels) inputs",
+            ));
+        };
+        if self.filters == 0 {
+            return Err(shape_error(self, input_shapes, "filters must be positive"));
+        }
+        let (kh, kw) = self.kernel_size;
+        let (_, oh, ow) = self
+            .padding
+            .resolve("Conv2D", (h, w), (kh, kw), self.strides)
+            .map_err(|e| shape_error(self, input_shapes, &e.to_string()))?;
+        let mut weights = vec![Weight::trainable(
+            "kernel",
+            Tensor::glorot_uniform(&[kh, kw, c, self.filters], rng),
+        )];
+        if self.use_bias {
+            weights.push(Weight::trainable("bias", Tensor::zeros(&[self.filters])));
+        }
+        self.core.weights = weights;
+        Ok(vec![oh, ow, self.filters])
+    }
+
+    fn forward(&self, inputs: &[Var], params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {
+        let fused = self.activation == Activation::Relu;
+        let y = inputs[0].conv2d(
+            &params[0],
+            params.get(1),
+            self.strides,
+            self.padding,
+            if fused {
+                Epilogue::Relu
+            } else {
+                Epilogue::None
+            },
+        )?;
+        if fused {
+            Ok(y)
+        } else {
+            self.activation.apply(&y)
+        }
+    }
+}

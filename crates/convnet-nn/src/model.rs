@@ -1,0 +1,434 @@
+//! [`Model`]: a graph of layers from inputs to outputs, built with the
+//! functional API or as a [`Sequential`] stack.
+
+use std::rc::Rc;
+
+use convnet_autograd::{Tape, Var};
+use convnet_tensor::{Rng, Tensor};
+
+use crate::graph::{apply_boxed, GraphRef, NodeKind, SymbolicTensor};
+use crate::layer::{unique_name, ForwardCtx, Layer, Weight};
+use crate::training::Compiled;
+use crate::{Input, NnError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModelKind {
+    Sequential,
+    Functional,
+}
+
+/// A model: layers connected from an input to an output, with Keras's
+/// `compile`, `fit`, `evaluate`, `predict` and `summary`.
+pub struct Model {
+    pub(crate) name: String,
+    pub(crate) kind: ModelKind,
+    pub(crate) graph: GraphRef,
+    pub(crate) input: usize,
+    pub(crate) output: usize,
+    /// Node ids needed to compute the output, in a topological order.
+    pub(crate) order: Vec<usize>,
+    pub(crate) compiled: Option<Compiled>,
+}
+
+/// Keras's `Sequential`: a stack of layers, each fed by the previous one.
+///
+/// ```
+/// use convnet_nn::{Activation, Sequential, layers::*};
+/// let mut model = Sequential::new(&[150, 150, 3]);
+/// model.add(Conv2D::new(32, (3, 3)).activation(Activation::Relu)).unwrap();
+/// model.add(MaxPooling2D::new((2, 2))).unwrap();
+/// model.add(Flatten::new()).unwrap();
+/// model.add(Dense::new(1).activation(Activation::Sigmoid)).unwrap();
+/// assert_eq!(model.output_shape(), &[1]);
+/// ```
+pub struct Sequential;
+
+impl Sequential {
+    /// An empty stack taking inputs of `input_shape` (batch axis excluded).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(input_shape: &[usize]) -> Model {
+        let input = Input::named(input_shape, &unique_name("input_layer"));
+        let mut m = Model::build(&input, &input, unique_name("sequential"))
+            .expect("an input alone is a valid model");
+        m.kind = ModelKind::Sequential;
+        m
+    }
+}
+
+/// A handle on one layer of a model, as `model.get_layer(name)` in Keras.
+pub struct LayerRef {
+    graph: GraphRef,
+    layer: usize,
+    node: usize,
+}
+
+impl LayerRef {
+    /// The layer's output in the graph, to build a new model from (as
+    /// `get_layer('mixed7').output`).
+    pub fn output(&self) -> SymbolicTensor {
+        let shape = self.graph.borrow().nodes[self.node].shape.clone();
+        SymbolicTensor {
+            graph: self.graph.clone(),
+            node: self.node,
+            shape,
+        }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> String {
+        self.graph.borrow().layers[self.layer].name().to_string()
+    }
+
+    /// The layer's class name.
+    pub fn class_name(&self) -> &'static str {
+        self.graph.borrow().layers[self.layer].class_name()
+    }
+
+    /// Keras's `layer.trainable`.
+    pub fn trainable(&self) -> bool {
+        self.graph.borrow().layers[self.layer].core().trainable
+    }
+
+    /// Freeze (`false`) or unfreeze the layer.
+    pub fn set_trainable(&self, trainable: bool) {
+        self.graph.borrow_mut().layers[self.layer]
+            .core_mut()
+            .trainable = trainable;
+    }
+
+    /// Copies of the layer's weights.
+    pub fn weights(&self) -> Vec<Weight> {
+        self.graph.borrow().layers[self.layer].weights().to_vec()
+    }
+
+    /// Replace the layer's weights' values, in order; shapes must match.
+    pub fn set_weights(&self, values: Vec<Tensor>) -> Result<()> {
+        let mut g = self.graph.borrow_mut();
+        let layer = &mut g.layers[self.layer];
+        let name = layer.name().to_string();
+        let ws = &mut layer.core_mut().weights;
+        if ws.len() != values.len() {
+            return Err(NnError::usage(format!(
+                "layer \"{name}\" has {} weights, {} values given",
+                ws.len(),
+                values.len()
+            )));
+        }
+        for (w, v) in ws.iter().zip(&values) {
+            if w.value.shape() != v.shape() {
+                return Err(NnError::usage(format!(
+                    "layer \"{name}\" weight {}: shape {:?} expected, {:?} given",
+                    w.name,
+                    w.value.shape(),
+                    v.shape()
+                )));
+            }
+        }
+        for (w, v) in ws.iter_mut().zip(values) {
+            w.value = v;
+        }
+        Ok(())
+    }
+}
+
+/// Autograd values for every weight of every layer, for one pass.
+pub(crate) struct ParamVars {
+    /// Indexed by layer id, then weight index.
+    pub vars: Vec<Vec<Var>>,
+}
+
+impl Model {
+    /// A model from `input` to `output` (Keras's `Model(inputs, outputs)`).
+    /// Both must come from the same graph, and the output must depend on
+    /// the input alone.
+    pub fn new(input: &SymbolicTensor, output: &SymbolicTensor) -> Result<Model> {
+        Self::build(input, output, unique_name("functional"))
+    }
+
+    fn build(input: &SymbolicTensor, output: &SymbolicTensor, name: String) -> Result<Model> {
+        if !Rc::ptr_eq(&input.graph, &output.graph) {
+            return Err(NnError::build(
+                "the output is not computed from this input (different graphs)",
+            ));
+        }
+        let order = Self::order_between(&input.graph, input.node, output.node)?;
+        Ok(Model {
+            name,
+            kind: ModelKind::Functional,
+            graph: input.graph.clone(),
+            input: input.node,
+            output: output.node,
+            order,
+            compiled: None,
+        })
+    }
+
+    fn order_between(graph: &GraphRef, input: usize, output: usize) -> Result<Vec<usize>> {
+        let g = graph.borrow();
+        let mut needed = vec![false; g.nodes.len()];
+        needed[output] = true;
+        for id in (0..=output).rev() {
+            if !needed[id] || id == input {
+                continue;
+            }
+            match &g.nodes[id].kind {
+                NodeKind::Input { name } => {
+                    return Err(NnError::build(format!(
+                        "the output depends on input \"{name}\", which is not the model's input"
+                    )))
+                }
+                NodeKind::Layer(_) => {
+                    for &i in &g.nodes[id].inputs {
+                        needed[i] = true;
+                    }
+                }
+            }
+        }
+        if !needed[input] {
+            return Err(NnError::build("the output does not depend on the input"));
+        }
+        Ok((0..=output).filter(|&i| needed[i]).collect())
+    }
+
+    /// Add a layer on top of a sequential model (Keras's `model.add`).
+    /// Shapes are checked now: a mismatch is an error naming the layer.
+    pub fn add<L: Layer + 'static>(&mut self, layer: L) -> Result<()> {
+        if self.kind != ModelKind::Sequential {
+            return Err(NnError::usage(
+                "add() is for Sequential models; use the functional API (Apply) otherwise",
+            ));
+        }
+        if self.compiled.is_some() {
+            return Err(NnError::usage(
+                "add() after compile(); compile again after changing the model",
+            ));
+        }
+        let out = apply_boxed(Box::new(layer), &[&self.output()])?;
+        self.output = out.node;
+        self.order.push(out.node);
+        Ok(())
+    }
+
+    /// The model's name (`sequential`, `functional_1`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model's input, to build new models from.
+    pub fn input(&self) -> SymbolicTensor {
+        self.symbolic(self.input)
+    }
+
+    /// The model's output.
+    pub fn output(&self) -> SymbolicTensor {
+        self.symbolic(self.output)
+    }
+
+    fn symbolic(&self, node: usize) -> SymbolicTensor {
+        let shape = self.graph.borrow().nodes[node].shape.clone();
+        SymbolicTensor {
+            graph: self.graph.clone(),
+            node,
+            shape,
+        }
+    }
+
+    /// The input shape, batch axis excluded.
+    pub fn input_shape(&self) -> Vec<usize> {
+        self.graph.borrow().nodes[self.input].shape.clone()
+    }
+
+    /// The output shape, batch axis excluded.
+    pub fn output_shape(&self) -> Vec<usize> {
+        self.graph.borrow().nodes[self.output].shape.clone()
+    }
+
+    /// Ids of the layers this model uses, in order.
+    pub(crate) fn layer_ids(&self) -> Vec<usize> {
+        let g = self.graph.borrow();
+        let mut ids = Vec::new();
+        for &n in &self.order {
+            if let NodeKind::Layer(l) = g.nodes[n].kind {
+                if !ids.contains(&l) {
+                    ids.push(l);
+                }
+            }
+        }
+        ids
+    }
+
+    /// The layer called `name` (Keras's `get_layer`).
+    pub fn get_layer(&self, name: &str) -> Result<LayerRef> {
+        let g = self.graph.borrow();
+        for &n in &self.order {
+            if let NodeKind::Layer(l) = g.nodes[n].kind {
+                if g.layers[l].name() == name {
+                    return Ok(LayerRef {
+                        graph: self.graph.clone(),
+                        layer: l,
+                        node: n,
+                    });
+                }
+            }
+        }
+        Err(NnError::usage(format!(
+            "model \"{}\" has no layer named \"{name}\"",
+            self.name
+        )))
+    }
+
+    /// Names of the model's layers, in order.
+    pub fn layer_names(&self) -> Vec<String> {
+        let g = self.graph.borrow();
+        self.layer_ids()
+            .into_iter()
+            .map(|l| g.layers[l].name().to_string())
+            .collect()
+    }
+
+    /// Freeze or unfreeze every layer (Keras's `model.trainable = False`).
+    pub fn set_trainable(&mut self, trainable: bool) {
+        let ids = self.layer_ids();
+        let mut g = self.graph.borrow_mut();
+        for l in ids {
+            g.layers[l].core_mut().trainable = trainable;
+        }
+    }
+
+    /// Every weight as `("{layer}/{weight}", value, trainable)`, trainable
+    /// meaning the optimizer updates it (its layer is trainable too).
+    pub fn weights(&self) -> Vec<(String, Tensor, bool)> {
+        let g = self.graph.borrow();
+        let mut out = Vec::new();
+        for l in self.layer_ids() {
+            let layer = &g.layers[l];
+            for w in layer.weights() {
+                out.push((
+                    format!("{}/{}", layer.name(), w.name),
+                    w.value.clone(),
+                    w.trainable && layer.core().trainable,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Total number of weights' elements.
+    pub fn count_params(&self) -> usize {
+        self.weights().iter().map(|w| w.1.len()).sum()
+    }
+
+    /// `(trainable, non-trainable)` parameter counts.
+    pub fn count_params_split(&self) -> (usize, usize) {
+        self.weights().iter().fold((0, 0), |(t, n), w| {
+            if w.2 {
+                (t + w.1.len(), n)
+            } else {
+                (t, n + w.1.len())
+            }
+        })
+    }
+
+    /// Autograd values for every weight: trainable ones recorded on `tape`
+    /// (when given), the rest constants.
+    pub(crate) fn param_vars(&self, tape: Option<&Tape>) -> ParamVars {
+        let g = self.graph.borrow();
+        let vars = g
+            .layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .weights()
+                    .iter()
+                    .map(|w| match tape {
+                        Some(t) if w.trainable && layer.core().trainable => t.var(w.value.clone()),
+                        _ => Var::constant(w.value.clone()),
+                    })
+                    .collect()
+            })
+            .collect();
+        ParamVars { vars }
+    }
+
+    /// Run the model on `x`. Non-trainable weight updates (BN moving
+    /// statistics) are returned as `(layer, weight index, value)`.
+    pub(crate) fn forward(
+        &self,
+        x: Var,
+        params: &ParamVars,
+        training: bool,
+        step_rng: &Rng,
+    ) -> Result<(Var, Vec<(usize, usize, Tensor)>)> {
+        let g = self.graph.borrow();
+        let expected = &g.nodes[self.input].shape;
+        if x.shape().len() != expected.len() + 1 || &x.shape()[1..] != expected.as_slice() {
+            return Err(NnError::Data(format!(
+                "model \"{}\" expects inputs of shape {}, got a batch of shape {:?}",
+                self.name,
+                crate::layer::batch_shape(expected),
+                x.shape()
+            )));
+        }
+        // How many consumers each node still has, to drop values early.
+        let mut uses = vec![0usize; g.nodes.len()];
+        for &n in &self.order {
+            for &i in &g.nodes[n].inputs {
+                uses[i] += 1;
+            }
+        }
+        let mut values: Vec<Option<Var>> = vec![None; g.nodes.len()];
+        values[self.input] = Some(x);
+        let mut all_updates = Vec::new();
+        for &n in &self.order {
+            let NodeKind::Layer(l) = g.nodes[n].kind else {
+                continue;
+            };
+            let node = &g.nodes[n];
+            let inputs: Vec<Var> = node
+                .inputs
+                .iter()
+                .map(|&i| {
+                    values[i].clone().ok_or_else(|| {
+                        NnError::build("internal: a node was evaluated before its input")
+                    })
+                })
+                .collect::<Result<_>>()?;
+            for &i in &node.inputs {
+                uses[i] -= 1;
+                if uses[i] == 0 && i != self.output {
+                    values[i] = None;
+                }
+            }
+            let layer = &g.layers[l];
+            let mut updates = Vec::new();
+            let mut ctx = ForwardCtx {
+                training,
+                rng: step_rng.fork(l as u64),
+                updates: &mut updates,
+            };
+            let y = layer
+                .forward(&inputs, &params.vars[l], &mut ctx)
+                .map_err(|e| match e {
+                    NnError::Tensor(t) => NnError::Data(format!(
+                        "layer \"{}\" ({}): {t}",
+                        layer.name(),
+                        layer.class_name()
+                    )),
+                    other => other,
+                })?;
+            all_updates.extend(updates.into_iter().map(|(w, v)| (l, w, v)));
+            values[n] = Some(y);
+        }
+        let out = values[self.output]
+            .take()
+            .ok_or_else(|| NnError::build("internal: the output was not computed"))?;
+        Ok((out, all_updates))
+    }
+
+    pub(crate) fn apply_updates(&self, updates: Vec<(usize, usize, Tensor)>) {
+        let mut g = self.graph.borrow_mut();
+        for (l, w, v) in updates {
+            g.layers[l].core_mut().weights[w].value = v;
+        }
+    }
+}

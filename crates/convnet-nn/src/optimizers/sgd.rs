@@ -1,0 +1,104 @@
+use std::collections::BTreeMap;
+
+use convnet_tensor::Tensor;
+
+use super::{check_grad, check_lr, Optimizer, Slots};
+use crate::Result;
+
+/// Keras's `SGD` (defaults: learning rate 0.01, no momentum), with Keras
+/// 3's update: with momentum `m = momentum m - lr g`, then `w += m`, or with
+/// Nesterov `w += momentum m - lr g`; without, `w -= lr g`.
+#[derive(Debug, Clone)]
+pub struct SGD {
+    /// Learning rate.
+    pub learning_rate: f32,
+    /// Momentum (0 for plain SGD).
+    pub momentum: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    iterations: u64,
+    slots: Slots,
+}
+
+impl Default for SGD {
+    fn default() -> Self {
+        SGD {
+            learning_rate: 0.01,
+            momentum: 0.0,
+            nesterov: false,
+            iterations: 0,
+            slots: Slots::default(),
+        }
+    }
+}
+
+impl SGD {
+    /// SGD with this learning rate and momentum.
+    pub fn new(learning_rate: f32, momentum: f32, nesterov: bool) -> Self {
+        SGD {
+            learning_rate,
+            momentum,
+            nesterov,
+            ..Default::default()
+        }
+    }
+}
+
+impl Optimizer for SGD {
+    fn name(&self) -> &'static str {
+        "SGD"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.learning_rate = lr;
+    }
+
+    fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
+        check_lr("SGD", self.learning_rate)?;
+        check_grad(key, param, grad)?;
+        let (lr, mu) = (self.learning_rate, self.momentum);
+        let g = grad.values();
+        if mu == 0.0 {
+            for (w, &g) in param.as_slice_mut().iter_mut().zip(g.iter()) {
+                *w -= lr * g;
+            }
+            return Ok(());
+        }
+        let m = self.slots.get_or_init(key, param.shape(), 1)[0].as_slice_mut();
+        for ((w, &g), m) in param
+            .as_slice_mut()
+            .iter_mut()
+            .zip(g.iter())
+            .zip(m.iter_mut())
+        {
+            *m = mu * *m - lr * g;
+            if self.nesterov {
+                *w += mu * *m - lr * g;
+            } else {
+                *w += *m;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_step(&mut self) {
+        self.iterations += 1;
+    }
+
+    fn state(&self) -> BTreeMap<String, Tensor> {
+        self.slots.export(&["momentum"], self.iterations)
+    }
+
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.iterations = self.slots.import(&["momentum"], state)?;
+        Ok(())
+    }
+}
