@@ -45,14 +45,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let learning_rate = 0.5;
     let (test_x, test_y) = batch(256, &mut rng);
 
-    println!("Conv2D(4, 3x3, relu) -> MaxPooling2D(2) -> GlobalAveragePooling2D -> Dense(1, sigmoid)");
+    println!(
+        "Conv2D(4, 3x3, relu) -> MaxPooling2D(2) -> GlobalAveragePooling2D -> Dense(1, sigmoid)"
+    );
     for epoch in 1..=15 {
         let mut total = 0.0;
         let steps = 20;
         for _ in 0..steps {
             let (x, y) = batch(32, &mut rng);
             let tape = Tape::new();
-            let (k, b, w, c) = (tape.var(kernel.clone()), tape.var(bias.clone()), tape.var(dense_w.clone()), tape.var(dense_b.clone()));
+            let (k, b, w, c) = (
+                tape.var(kernel.clone()),
+                tape.var(bias.clone()),
+                tape.var(dense_w.clone()),
+                tape.var(dense_b.clone()),
+            );
             let prob = Var::constant(x)
                 .conv2d(&k, Some(&b), (1, 1), Padding::Valid, Epilogue::Relu)?
                 .max_pool2d((2, 2), (2, 2), Padding::Valid)?
@@ -62,7 +69,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let loss = prob.binary_crossentropy(&y)?;
             total += loss.value().item()?;
             let grads = tape.backward(&loss)?;
-            for (param, var) in [(&mut kernel, &k), (&mut bias, &b), (&mut dense_w, &w), (&mut dense_b, &c)] {
+            for (param, var) in [
+                (&mut kernel, &k),
+                (&mut bias, &b),
+                (&mut dense_w, &w),
+                (&mut dense_b, &c),
+            ] {
                 if let Some(g) = grads.get(var) {
                     *param = param.sub(&g.mul_scalar(learning_rate))?;
                 }
@@ -71,15 +83,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Evaluate without recording anything.
         let accuracy = no_grad(|| -> Result<f32, TensorError> {
             let prob = Var::constant(test_x.clone())
-                .conv2d(&Var::constant(kernel.clone()), Some(&Var::constant(bias.clone())), (1, 1), Padding::Valid, Epilogue::Relu)?
+                .conv2d(
+                    &Var::constant(kernel.clone()),
+                    Some(&Var::constant(bias.clone())),
+                    (1, 1),
+                    Padding::Valid,
+                    Epilogue::Relu,
+                )?
                 .max_pool2d((2, 2), (2, 2), Padding::Valid)?
                 .global_avg_pool2d()?
-                .dense(&Var::constant(dense_w.clone()), Some(&Var::constant(dense_b.clone())))?
+                .dense(
+                    &Var::constant(dense_w.clone()),
+                    Some(&Var::constant(dense_b.clone())),
+                )?
                 .sigmoid()?;
-            let hits = prob.value().values().iter().zip(test_y.values().iter()).filter(|(p, t)| (**p > 0.5) == (**t > 0.5)).count();
+            let hits = prob
+                .value()
+                .values()
+                .iter()
+                .zip(test_y.values().iter())
+                .filter(|(p, t)| (**p > 0.5) == (**t > 0.5))
+                .count();
             Ok(hits as f32 / test_y.len() as f32)
         })?;
-        println!("Epoch {epoch:2}/15 - loss: {:.4} - test accuracy: {accuracy:.4}", total / steps as f32);
+        println!(
+            "Epoch {epoch:2}/15 - loss: {:.4} - test accuracy: {accuracy:.4}",
+            total / steps as f32
+        );
     }
 
     println!("\nLearned 3x3 filters (compare with Sobel's [-1 0 1; -2 0 2; -1 0 1]):");
@@ -87,7 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in 0..4 {
         println!("filter {f}:");
         for r in 0..3 {
-            let row: Vec<String> = (0..3).map(|c| format!("{:6.2}", k[(r * 3 + c) * 4 + f])).collect();
+            let row: Vec<String> = (0..3)
+                .map(|c| format!("{:6.2}", k[(r * 3 + c) * 4 + f]))
+                .collect();
             println!("  [{}]", row.join(" "));
         }
     }

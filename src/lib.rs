@@ -4,12 +4,14 @@
 //! - [`tensor`] (`convnet-tensor`): the NHWC `f32` tensor, shapes, errors, seeded RNG;
 //! - [`kernels`] (`convnet-kernels`): im2col/GEMM convolution, pooling, dense,
 //!   activations, batch normalisation, dropout, on plain slices;
-//! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation.
+//! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation;
+//! - [`nn`] (`convnet-nn`): Keras-style layers, models, training, weights.
 //!
 //! `use convnet::prelude::*;` brings the everyday names into scope.
 
 pub use convnet_autograd as autograd;
 pub use convnet_kernels as kernels;
+pub use convnet_nn as nn;
 pub use convnet_tensor as tensor;
 
 /// The everyday names.
