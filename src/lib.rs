@@ -5,11 +5,13 @@
 //! - [`kernels`] (`convnet-kernels`): im2col/GEMM convolution, pooling, dense,
 //!   activations, batch normalisation, dropout, on plain slices;
 //! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation;
-//! - [`nn`] (`convnet-nn`): Keras-style layers, models, training, weights.
+//! - [`nn`] (`convnet-nn`): Keras-style layers, models, training, weights;
+//! - [`data`] (`convnet-data`): IDX files (and, coming, image folders and augmentation).
 //!
 //! `use convnet::prelude::*;` brings the everyday names into scope.
 
 pub use convnet_autograd as autograd;
+pub use convnet_data as data;
 pub use convnet_kernels as kernels;
 pub use convnet_nn as nn;
 pub use convnet_tensor as tensor;
