@@ -147,26 +147,31 @@ pub fn max_pool2d_forward(
             for ox in 0..g.ow {
                 let (x0, x1) = window(ox, g.sw, g.pads.left, g.pw, g.w);
                 let at = (oy * g.ow + ox) * c;
-                for ch in 0..c {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut best_at = u32::MAX;
-                    for iy in y0..y1 {
-                        for ix in x0..x1 {
-                            let idx = (iy * g.w + ix) * c + ch;
-                            let v = xi[idx];
-                            if best_at == u32::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                                best = v;
-                                best_at = idx as u32;
-                            }
+                let (o, a) = (&mut out[at..at + c], &mut arg[at..at + c]);
+                if y0 == y1 || x0 == x1 {
+                    // A window wholly inside explicit padding.
+                    o.fill(0.0);
+                    a.fill(u32::MAX);
+                    continue;
+                }
+                // Whole channel vectors at a time: the first cell, then a
+                // running max (first maximum wins on ties).
+                let first = (y0 * g.w + x0) * c;
+                o.copy_from_slice(&xi[first..first + c]);
+                a.iter_mut().enumerate().for_each(|(ch, a)| *a = base + (first + ch) as u32);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let cell = (iy * g.w + ix) * c;
+                        if cell == first {
+                            continue;
                         }
-                    }
-                    if best_at == u32::MAX {
-                        // A window wholly inside explicit padding.
-                        out[at + ch] = 0.0;
-                        arg[at + ch] = u32::MAX;
-                    } else {
-                        out[at + ch] = best;
-                        arg[at + ch] = base + best_at;
+                        let src = &xi[cell..cell + c];
+                        let idx0 = base + cell as u32;
+                        for (ch, ((o, a), &v)) in o.iter_mut().zip(a.iter_mut()).zip(src).enumerate() {
+                            let better = v > *o;
+                            *o = if better { v } else { *o };
+                            *a = if better { idx0 + ch as u32 } else { *a };
+                        }
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! mean over the batch ("sum over batch size"). Computed in f64.
 //!
 //! - binary cross-entropy: `p` clipped to `[eps, 1-eps]`, then
-//!   `-(t ln(p + eps) + (1 - t) ln(1 - p + eps))`, mean over the last axis;
+//!   `-(t ln p + (1 - t) ln(1 - p))`, mean over the last axis;
 //! - categorical: `p` renormalised to sum 1 per row, clipped, `-sum t ln p`;
 //! - sparse categorical: `p` clipped, then the softmax cross-entropy of
 //!   `ln p`, i.e. `-ln p_y + ln sum_j p_j`.
@@ -17,11 +17,15 @@ use crate::{Backward, Var};
 /// Keras's fuzz factor, `keras.config.epsilon()`.
 pub const EPSILON: f64 = 1e-7;
 
+/// `clip_by_value(p, eps, 1 - eps)` with the bounds as float32 values, as
+/// TensorFlow computes them, and whether the gradient passes.
 fn clip(p: f64) -> (f64, bool) {
-    if p < EPSILON {
-        (EPSILON, false)
-    } else if p > 1.0 - EPSILON {
-        (1.0 - EPSILON, false)
+    let lo = EPSILON as f32 as f64;
+    let hi = (1.0f32 - EPSILON as f32) as f64;
+    if p < lo {
+        (lo, false)
+    } else if p > hi {
+        (hi, false)
     } else {
         (p, true)
     }
@@ -83,12 +87,8 @@ impl Var {
         for (&p, &t) in p.iter().zip(t.iter()) {
             let (p, t) = (p as f64, t as f64);
             let (pc, pass) = clip(p);
-            total -= t * (pc + EPSILON).ln() + (1.0 - t) * (1.0 - pc + EPSILON).ln();
-            let g = if pass {
-                -t / (pc + EPSILON) + (1.0 - t) / (1.0 - pc + EPSILON)
-            } else {
-                0.0
-            };
+            total -= t * pc.ln() + (1.0 - t) * (1.0 - pc).ln();
+            let g = if pass { -t / pc + (1.0 - t) / (1.0 - pc) } else { 0.0 };
             grad.push((g / n as f64) as f32);
         }
         let value = Tensor::scalar((total / n as f64) as f32);
