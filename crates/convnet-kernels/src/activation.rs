@@ -153,11 +153,22 @@ pub fn softmax_backward(
     if cols == 0 {
         return Ok(());
     }
-    for ((y, dy), dx) in y.chunks(cols).zip(dy.chunks(cols)).zip(dx.chunks_mut(cols)) {
+    let row = |((y, dy), dx): ((&[f32], &[f32]), &mut [f32])| {
         let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
         for ((o, &y), &d) in dx.iter_mut().zip(y).zip(dy) {
             *o = y * (d - dot);
         }
+    };
+    if y.len() < 2 * CHUNK {
+        y.chunks(cols)
+            .zip(dy.chunks(cols))
+            .zip(dx.chunks_mut(cols))
+            .for_each(row);
+    } else {
+        y.par_chunks(cols)
+            .zip(dy.par_chunks(cols))
+            .zip(dx.par_chunks_mut(cols))
+            .for_each(row);
     }
     Ok(())
 }

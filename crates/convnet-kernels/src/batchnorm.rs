@@ -11,6 +11,9 @@ use crate::{Result, TensorError};
 /// Rows per block of the parallel reductions.
 const BLOCK_ROWS: usize = 512;
 
+/// Elements per parallel task of the elementwise passes.
+const PAR_ELEMS: usize = 1 << 14;
+
 fn check_params(op: &str, c: usize, pairs: &[(&str, Option<usize>)]) -> Result<()> {
     for &(what, len) in pairs {
         if let Some(len) = len {
@@ -18,6 +21,18 @@ fn check_params(op: &str, c: usize, pairs: &[(&str, Option<usize>)]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `eps` must be finite and non-negative (Keras's `epsilon`).
+fn check_eps(op: &str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(TensorError::invalid(
+            op,
+            format!("eps {eps} must be finite and non-negative"),
+        ))
+    }
 }
 
 /// Per-channel sums of `f(row values)` over all rows, in f64, as a fixed
@@ -56,21 +71,39 @@ fn channel_sums<const K: usize>(
     total
 }
 
-/// `y = (x - mean) * scale + shift` per channel, rows in parallel.
-fn normalize(rows: usize, c: usize, x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32]) {
-    let body = |(xr, yr): (&[f32], &mut [f32])| {
+/// `y = x * scale + shift` per channel (`shift = beta - mean * scale`).
+fn normalize(c: usize, x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32]) {
+    rowwise(c, y, x, x, |yr, xr, _| {
         for ((o, &v), (&s, &t)) in yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)) {
             *o = v * s + t;
         }
+    });
+}
+
+/// `f(out row, a row, b row)` for every row of `(rows, c)` matrices, blocks
+/// of rows in parallel for large inputs (each row's result is independent of
+/// the split).
+fn rowwise(
+    c: usize,
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) {
+    let block = |((o, a), b): ((&mut [f32], &[f32]), &[f32])| {
+        for ((o, a), b) in o.chunks_mut(c).zip(a.chunks(c)).zip(b.chunks(c)) {
+            f(o, a, b);
+        }
     };
-    if rows * c < 1 << 15 {
-        x.chunks(c).zip(y.chunks_mut(c)).for_each(body);
+    // Whole rows, about 16k elements per task.
+    let len = c * (PAR_ELEMS / c).max(1);
+    if out.len() < 2 * PAR_ELEMS {
+        block(((out, a), b));
     } else {
-        x.par_chunks(c * 64)
-            .zip(y.par_chunks_mut(c * 64))
-            .for_each(|(xb, yb)| {
-                xb.chunks(c).zip(yb.chunks_mut(c)).for_each(body);
-            });
+        out.par_chunks_mut(len)
+            .zip(a.par_chunks(len))
+            .zip(b.par_chunks(len))
+            .for_each(block);
     }
 }
 
@@ -103,6 +136,7 @@ pub fn batch_norm_forward_train(
             ("variance", Some(var.len())),
         ],
     )?;
+    check_eps(op, eps)?;
     if rows == 0 || c == 0 {
         return Err(TensorError::invalid_shape(
             op,
@@ -130,7 +164,7 @@ pub fn batch_norm_forward_train(
         scale[ch] = (g * inv) as f32;
         shift[ch] = (b - m[ch] * g * inv) as f32;
     }
-    normalize(rows, c, x, y, &scale, &shift);
+    normalize(c, x, y, &scale, &shift);
     Ok(())
 }
 
@@ -160,6 +194,7 @@ pub fn batch_norm_forward_inference(
             ("moving variance", Some(var.len())),
         ],
     )?;
+    check_eps(op, eps)?;
     if c == 0 {
         return Ok(());
     }
@@ -172,7 +207,7 @@ pub fn batch_norm_forward_inference(
         scale[ch] = (g * inv) as f32;
         shift[ch] = (b - mean[ch] as f64 * g * inv) as f32;
     }
-    normalize(rows, c, x, y, &scale, &shift);
+    normalize(c, x, y, &scale, &shift);
     Ok(())
 }
 
@@ -195,8 +230,17 @@ pub fn batch_norm_backward_train(
     dbeta: Option<&mut [f32]>,
 ) -> Result<()> {
     let op = "BatchNormalization backward";
-    backward_checks(op, rows, c, x, dy, dx, gamma, mean, var)?;
-    if rows == 0 || c == 0 {
+    backward_checks(
+        op,
+        rows,
+        c,
+        [x, dy, dx],
+        [gamma, dgamma.as_deref(), dbeta.as_deref()],
+        mean,
+        var,
+        eps,
+    )?;
+    if c == 0 {
         return Ok(());
     }
     let inv: Vec<f64> = var
@@ -222,44 +266,37 @@ pub fn batch_norm_backward_train(
         k2[ch] = b as f32;
         k3[ch] = (-a * sums[ch][0] / n - b * mean[ch] as f64) as f32;
     }
-    let body = |((dxr, dyr), xr): ((&mut [f32], &[f32]), &[f32])| {
-        for ch in 0..c {
-            dxr[ch] = k1[ch] * dyr[ch] + k2[ch] * xr[ch] + k3[ch];
+    rowwise(c, dx, dy, x, |dxr, dyr, xr| {
+        for (((o, &d), &v), ((&k1, &k2), &k3)) in dxr
+            .iter_mut()
+            .zip(dyr)
+            .zip(xr)
+            .zip(k1.iter().zip(&k2).zip(&k3))
+        {
+            *o = k1 * d + k2 * v + k3;
         }
-    };
-    if rows * c < 1 << 15 {
-        dx.chunks_mut(c)
-            .zip(dy.chunks(c))
-            .zip(x.chunks(c))
-            .for_each(body);
-    } else {
-        dx.par_chunks_mut(c)
-            .zip(dy.par_chunks(c))
-            .zip(x.par_chunks(c))
-            .for_each(body);
-    }
+    });
     if let Some(dg) = dgamma {
-        check_params(op, c, &[("gamma gradient", Some(dg.len()))])?;
         dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
     }
     if let Some(db) = dbeta {
-        check_params(op, c, &[("beta gradient", Some(db.len()))])?;
         db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
     }
     Ok(())
 }
 
+/// Checks every buffer of a backward pass (`[x, dy, dx]` and the optional
+/// `[gamma, dgamma, dbeta]`) before anything is written.
 #[allow(clippy::too_many_arguments)]
 fn backward_checks(
     op: &str,
     rows: usize,
     c: usize,
-    x: &[f32],
-    dy: &[f32],
-    dx: &[f32],
-    gamma: Option<&[f32]>,
+    [x, dy, dx]: [&[f32]; 3],
+    [gamma, dgamma, dbeta]: [Option<&[f32]>; 3],
     mean: &[f32],
     var: &[f32],
+    eps: f32,
 ) -> Result<()> {
     TensorError::check_len(op, "input", &[rows, c], x.len())?;
     TensorError::check_len(op, "output gradient", &[rows, c], dy.len())?;
@@ -271,8 +308,11 @@ fn backward_checks(
             ("gamma", gamma.map(<[f32]>::len)),
             ("mean", Some(mean.len())),
             ("variance", Some(var.len())),
+            ("gamma gradient", dgamma.map(<[f32]>::len)),
+            ("beta gradient", dbeta.map(<[f32]>::len)),
         ],
-    )
+    )?;
+    check_eps(op, eps)
 }
 
 /// Backward of the inference-mode forward (statistics are constants):
@@ -292,8 +332,17 @@ pub fn batch_norm_backward_inference(
     dbeta: Option<&mut [f32]>,
 ) -> Result<()> {
     let op = "BatchNormalization backward";
-    backward_checks(op, rows, c, x, dy, dx, gamma, mean, var)?;
-    if rows == 0 || c == 0 {
+    backward_checks(
+        op,
+        rows,
+        c,
+        [x, dy, dx],
+        [gamma, dgamma.as_deref(), dbeta.as_deref()],
+        mean,
+        var,
+        eps,
+    )?;
+    if c == 0 {
         return Ok(());
     }
     let inv: Vec<f64> = var
@@ -303,22 +352,20 @@ pub fn batch_norm_backward_inference(
     let k: Vec<f32> = (0..c)
         .map(|ch| (gamma.map_or(1.0, |g| g[ch] as f64) * inv[ch]) as f32)
         .collect();
-    for (dxr, dyr) in dx.chunks_mut(c).zip(dy.chunks(c)) {
-        for ch in 0..c {
-            dxr[ch] = dyr[ch] * k[ch];
+    rowwise(c, dx, dy, dy, |dxr, dyr, _| {
+        for ((o, &d), &k) in dxr.iter_mut().zip(dyr).zip(&k) {
+            *o = d * k;
         }
-    }
+    });
     if dgamma.is_some() || dbeta.is_some() {
         let sums = channel_sums::<2>(rows, c, |r, ch| {
             let d = dy[r * c + ch] as f64;
             [d, d * (x[r * c + ch] as f64 - mean[ch] as f64) * inv[ch]]
         });
         if let Some(dg) = dgamma {
-            check_params(op, c, &[("gamma gradient", Some(dg.len()))])?;
             dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
         }
         if let Some(db) = dbeta {
-            check_params(op, c, &[("beta gradient", Some(db.len()))])?;
             db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
         }
     }

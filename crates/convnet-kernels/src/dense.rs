@@ -63,8 +63,17 @@ pub fn dense_backward(
     TensorError::check_len(op, "input", &[m, k], x.len())?;
     TensorError::check_len(op, "kernel", &[k, n], w.len())?;
     TensorError::check_len(op, "output gradient", &[m, n], dy.len())?;
-    if let Some(dx) = dx {
+    // Every buffer is checked before any is written.
+    if let Some(dx) = &dx {
         TensorError::check_len(op, "input gradient", &[m, k], dx.len())?;
+    }
+    if let Some(dw) = &dw {
+        TensorError::check_len(op, "kernel gradient", &[k, n], dw.len())?;
+    }
+    if let Some(db) = &db {
+        TensorError::check_len(op, "bias gradient", &[n], db.len())?;
+    }
+    if let Some(dx) = dx {
         sgemm(
             m,
             n,
@@ -79,7 +88,6 @@ pub fn dense_backward(
         );
     }
     if let Some(dw) = dw {
-        TensorError::check_len(op, "kernel gradient", &[k, n], dw.len())?;
         sgemm(
             k,
             m,
@@ -94,7 +102,6 @@ pub fn dense_backward(
         );
     }
     if let Some(db) = db {
-        TensorError::check_len(op, "bias gradient", &[n], db.len())?;
         let mut acc = vec![0.0f64; n];
         for row in dy.chunks(n.max(1)) {
             acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
