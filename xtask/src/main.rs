@@ -1,1 +1,46 @@
-fn main() {}
+//! Project chores: `cargo xtask <command>`.
+//!
+//! Commands:
+//! - `bench [target...]`: quick throughput figures, one line each. Targets:
+//!   `conv` (the three convolutions of the basic Cats-vs-Dogs CNN). With no
+//!   target, every available target runs.
+
+mod bench;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  bench [target...]   quick benchmarks, one line per figure; targets: {targets}
+                      (no target: all of them)
+  help                this message";
+
+fn usage() -> String {
+    USAGE.replace("{targets}", &bench::target_names().join(", "))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => match bench::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask bench: {e}\n\n{}", usage());
+                ExitCode::FAILURE
+            }
+        },
+        Some("help" | "-h" | "--help") => {
+            println!("{}", usage());
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command `{other}`\n\n{}", usage());
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("{}", usage());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The filter and bias gradients: `dW = sum over tiles of im2col(tile)^T
+//! dY(tile)`, `db = column sums of dY`. The tiles are split into a fixed
+//! number of contiguous groups ([`FILTER_PARTIALS`], whatever the thread
+//! count); each group is summed by one task into its own partial, and the
+//! partials are added in group order at the end, so the result is bitwise
+//! the same with any number of threads.
+
+use rayon::prelude::*;
+
+use super::{im2col::im2col_tile, ConvGeometry, Tuning, FILTER_PARTIALS};
+use crate::gemm::{sgemm, Layout, Parallelism};
+
+/// Filter (and bias) gradient; lengths already checked.
+pub(super) fn run(
+    g: &ConvGeometry,
+    input: &[f32],
+    dy: &[f32],
+    dkernel: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    tuning: Tuning,
+) {
+    let (k, f, rows) = (g.patch_len(), g.f, g.rows());
+    let tile = tuning.tile_rows.max(1);
+    let tiles = rows.div_ceil(tile);
+    let groups = FILTER_PARTIALS.min(tiles.max(1));
+    let pointwise = g.is_pointwise();
+    let want_bias = dbias.is_some();
+    let partials: Vec<(Vec<f32>, Vec<f64>)> = (0..groups)
+        .into_par_iter()
+        .map(|grp| {
+            let mut dw = vec![0.0f32; k * f];
+            let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
+            let mut cols = Vec::new();
+            for t in grp * tiles / groups..(grp + 1) * tiles / groups {
+                let r0 = t * tile;
+                let n_rows = tile.min(rows - r0);
+                let a: &[f32] = if pointwise {
+                    &input[r0 * k..(r0 + n_rows) * k]
+                } else {
+                    cols.resize(tile * k, 0.0);
+                    im2col_tile(g, input, r0, n_rows, &mut cols);
+                    &cols[..n_rows * k]
+                };
+                let dy_tile = &dy[r0 * f..(r0 + n_rows) * f];
+                // (k x rows) x (rows x f): A stored rows x k, i.e. transposed.
+                sgemm(
+                    k,
+                    n_rows,
+                    f,
+                    a,
+                    Layout::Transposed,
+                    dy_tile,
+                    Layout::RowMajor,
+                    &mut dw,
+                    true,
+                    Parallelism::Sequential,
+                );
+                if want_bias {
+                    for row in dy_tile.chunks_exact(f) {
+                        db.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+                    }
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    dkernel.fill(0.0);
+    for (dw, _) in &partials {
+        dkernel.iter_mut().zip(dw).for_each(|(a, &v)| *a += v);
+    }
+    if let Some(out) = dbias {
+        let mut total = vec![0.0f64; f];
+        for (_, db) in &partials {
+            total.iter_mut().zip(db).for_each(|(a, &v)| *a += v);
+        }
+        out.iter_mut().zip(&total).for_each(|(o, &v)| *o = v as f32);
+    }
+}
