@@ -22,7 +22,8 @@ impl History {
         self.history.get(name).map(|v| v.as_slice())
     }
 
-    pub(crate) fn push(&mut self, epoch: usize, logs: &Logs) {
+    /// Record the logs of one (0-based) epoch.
+    pub fn push_epoch(&mut self, epoch: usize, logs: &Logs) {
         self.epoch.push(epoch);
         for (k, v) in logs {
             self.history.entry(k.clone()).or_default().push(*v);

@@ -311,7 +311,7 @@ impl Model {
                 }
             }
             progress.finish(step, started.elapsed(), &logs);
-            history.push(epoch, &logs);
+            history.push_epoch(epoch, &logs);
             let mut stop = false;
             for cb in callbacks.iter_mut() {
                 if cb.on_epoch_end(epoch + 1, &logs, self)? == Control::Stop {
