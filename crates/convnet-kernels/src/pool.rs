@@ -158,7 +158,9 @@ pub fn max_pool2d_forward(
                 // running max (first maximum wins on ties).
                 let first = (y0 * g.w + x0) * c;
                 o.copy_from_slice(&xi[first..first + c]);
-                a.iter_mut().enumerate().for_each(|(ch, a)| *a = base + (first + ch) as u32);
+                a.iter_mut()
+                    .enumerate()
+                    .for_each(|(ch, a)| *a = base + (first + ch) as u32);
                 for iy in y0..y1 {
                     for ix in x0..x1 {
                         let cell = (iy * g.w + ix) * c;
@@ -167,7 +169,9 @@ pub fn max_pool2d_forward(
                         }
                         let src = &xi[cell..cell + c];
                         let idx0 = base + cell as u32;
-                        for (ch, ((o, a), &v)) in o.iter_mut().zip(a.iter_mut()).zip(src).enumerate() {
+                        for (ch, ((o, a), &v)) in
+                            o.iter_mut().zip(a.iter_mut()).zip(src).enumerate()
+                        {
                             let better = v > *o;
                             *o = if better { v } else { *o };
                             *a = if better { idx0 + ch as u32 } else { *a };
@@ -329,15 +333,26 @@ pub fn global_avg_pool2d_forward(
             "cannot average over an empty image",
         ));
     }
+    if c == 0 {
+        return Ok(());
+    }
     let inv = 1.0 / hw as f64;
-    for (xi, yi) in x.chunks(hw * c.max(1)).zip(y.chunks_mut(c.max(1))) {
+    // One image per task, accumulated in f64 pixel by pixel.
+    let image = |(xi, yi): (&[f32], &mut [f32])| {
         let mut acc = vec![0.0f64; c];
-        for px in xi.chunks(c.max(1)) {
+        for px in xi.chunks(c) {
             acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v as f64);
         }
         yi.iter_mut()
             .zip(&acc)
             .for_each(|(o, &a)| *o = (a * inv) as f32);
+    };
+    if x.len() < 1 << 15 {
+        x.chunks(hw * c).zip(y.chunks_mut(c)).for_each(image);
+    } else {
+        x.par_chunks(hw * c)
+            .zip(y.par_chunks_mut(c))
+            .for_each(image);
     }
     Ok(())
 }
@@ -353,14 +368,21 @@ pub fn global_avg_pool2d_backward(
     let op = "GlobalAveragePooling2D backward";
     TensorError::check_len(op, "input gradient", &[n, hw, c], dx.len())?;
     TensorError::check_len(op, "output gradient", &[n, c], dy.len())?;
-    if hw == 0 {
+    if hw == 0 || c == 0 {
         return Ok(());
     }
     let inv = 1.0 / hw as f32;
-    for (dxi, dyi) in dx.chunks_mut(hw * c.max(1)).zip(dy.chunks(c.max(1))) {
-        for px in dxi.chunks_mut(c.max(1)) {
+    let image = |(dxi, dyi): (&mut [f32], &[f32])| {
+        for px in dxi.chunks_mut(c) {
             px.iter_mut().zip(dyi).for_each(|(o, &d)| *o = d * inv);
         }
+    };
+    if dx.len() < 1 << 15 {
+        dx.chunks_mut(hw * c).zip(dy.chunks(c)).for_each(image);
+    } else {
+        dx.par_chunks_mut(hw * c)
+            .zip(dy.par_chunks(c))
+            .for_each(image);
     }
     Ok(())
 }

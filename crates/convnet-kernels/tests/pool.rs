@@ -338,7 +338,11 @@ fn large_inputs_parallel_and_deterministic() {
             max_pool2d_backward(&g, &dy, &arg, &mut mdx).unwrap();
             avg_pool2d_forward(&g, &x, &mut ay).unwrap();
             avg_pool2d_backward(&g, &dy, &mut adx).unwrap();
-            (my, arg, mdx, ay, adx)
+            let (hw, c) = (g.h * g.w, g.c);
+            let (mut gy, mut gdx) = (vec![0.0; g.n * c], vec![0.0; x.len()]);
+            global_avg_pool2d_forward(g.n, hw, c, &x, &mut gy).unwrap();
+            global_avg_pool2d_backward(g.n, hw, c, &dy[..g.n * c], &mut gdx).unwrap();
+            (my, arg, mdx, ay, adx, gy, gdx)
         })
     };
     let one = run(1);
@@ -354,6 +358,17 @@ fn large_inputs_parallel_and_deterministic() {
         "avg y",
     );
     assert_close(&two.4, naive_avg_backward(&g, &dy), "avg dx");
+    let (hw, c) = (g.h * g.w, g.c);
+    let gap = (0..g.n * c).map(|i| {
+        let (img, ch) = (i / c, i % c);
+        (0..hw)
+            .map(|p| x[(img * hw + p) * c + ch] as f64)
+            .sum::<f64>()
+            / hw as f64
+    });
+    assert_close(&two.5, gap, "gap y");
+    let gap_dx = (0..x.len()).map(|i| dy[(i / (hw * c)) * c + i % c] as f64 / hw as f64);
+    assert_close(&two.6, gap_dx, "gap dx");
 }
 
 /// A window wholly inside explicit padding outputs 0 (index `u32::MAX`),
