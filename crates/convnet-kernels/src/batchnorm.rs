@@ -35,40 +35,60 @@ fn check_eps(op: &str, eps: f32) -> Result<()> {
     }
 }
 
-/// Per-channel sums of `f(row values)` over all rows, in f64, as a fixed
-/// block decomposition reduced in order.
+/// Per-channel f64 sums over all rows of a `(rows, c)` matrix: `row(r, acc)`
+/// adds row `r`'s terms into the `K` accumulators (each of length `c`).
+/// Blocks of [`BLOCK_ROWS`] rows are summed separately (in parallel for
+/// large inputs) and the block sums added in block order, so the result does
+/// not depend on the thread count.
 fn channel_sums<const K: usize>(
     rows: usize,
     c: usize,
-    f: impl Fn(usize, usize) -> [f64; K] + Sync,
-) -> Vec<[f64; K]> {
-    let blocks = rows.div_ceil(BLOCK_ROWS);
+    row: impl Fn(usize, &mut [Vec<f64>; K]) + Sync,
+) -> [Vec<f64>; K] {
+    let zeros = || std::array::from_fn::<Vec<f64>, K, _>(|_| vec![0.0; c]);
     let partial = |b: usize| {
-        let mut acc = vec![[0.0f64; K]; c];
+        let mut acc = zeros();
         for r in b * BLOCK_ROWS..((b + 1) * BLOCK_ROWS).min(rows) {
-            for (ch, a) in acc.iter_mut().enumerate() {
-                let v = f(r, ch);
-                for k in 0..K {
-                    a[k] += v[k];
-                }
-            }
+            row(r, &mut acc);
         }
         acc
     };
-    let partials: Vec<Vec<[f64; K]>> = if blocks > 4 {
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    let partials: Vec<[Vec<f64>; K]> = if blocks > 4 {
         (0..blocks).into_par_iter().map(partial).collect()
     } else {
         (0..blocks).map(partial).collect()
     };
-    let mut total = vec![[0.0f64; K]; c];
-    for p in partials {
+    let mut total = zeros();
+    for p in &partials {
         for (t, v) in total.iter_mut().zip(p) {
-            for k in 0..K {
-                t[k] += v[k];
-            }
+            t.iter_mut().zip(v).for_each(|(t, &v)| *t += v);
         }
     }
     total
+}
+
+/// `[sum(dy), sum(dy * xhat)]` per channel, in f64.
+fn grad_sums(
+    rows: usize,
+    c: usize,
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    inv: &[f64],
+) -> [Vec<f64>; 2] {
+    let mean: Vec<f64> = mean.iter().map(|&m| m as f64).collect();
+    let [sum_dy, mut sum_dy_xc] = channel_sums::<2>(rows, c, |r, [a0, a1]| {
+        let (xr, dr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        for ((((a0, a1), &d), &v), &m) in a0.iter_mut().zip(a1).zip(dr).zip(xr).zip(&mean) {
+            let d = d as f64;
+            *a0 += d;
+            *a1 += d * (v as f64 - m);
+        }
+    });
+    // sum(dy * (x - mean)) * inv = sum(dy * xhat).
+    sum_dy_xc.iter_mut().zip(inv).for_each(|(s, &i)| *s *= i);
+    [sum_dy, sum_dy_xc]
 }
 
 /// `y = x * scale + shift` per channel (`shift = beta - mean * scale`).
@@ -146,16 +166,23 @@ pub fn batch_norm_forward_train(
     }
     // Two passes: the mean, then the centred second moment (accurate even
     // when |mean| >> std).
-    let sums = channel_sums::<1>(rows, c, |r, ch| [x[r * c + ch] as f64]);
-    let m: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
-    let sq = channel_sums::<1>(rows, c, |r, ch| {
-        let d = x[r * c + ch] as f64 - m[ch];
-        [d * d]
+    let row = |r: usize| &x[r * c..(r + 1) * c];
+    let [sums] = channel_sums::<1>(rows, c, |r, [acc]| {
+        acc.iter_mut()
+            .zip(row(r))
+            .for_each(|(a, &v)| *a += v as f64);
+    });
+    let m: Vec<f64> = sums.iter().map(|s| s / rows as f64).collect();
+    let [sq] = channel_sums::<1>(rows, c, |r, [acc]| {
+        for ((a, &v), &m) in acc.iter_mut().zip(row(r)).zip(&m) {
+            let d = v as f64 - m;
+            *a += d * d;
+        }
     });
     let mut scale = vec![0.0f32; c];
     let mut shift = vec![0.0f32; c];
     for ch in 0..c {
-        let v = sq[ch][0] / rows as f64;
+        let v = sq[ch] / rows as f64;
         mean[ch] = m[ch] as f32;
         var[ch] = v as f32;
         let inv = 1.0 / (v + eps as f64).sqrt();
@@ -247,11 +274,7 @@ pub fn batch_norm_backward_train(
         .iter()
         .map(|&v| 1.0 / (v as f64 + eps as f64).sqrt())
         .collect();
-    let sums = channel_sums::<2>(rows, c, |r, ch| {
-        let d = dy[r * c + ch] as f64;
-        let xhat = (x[r * c + ch] as f64 - mean[ch] as f64) * inv[ch];
-        [d, d * xhat]
-    });
+    let [sum_dy, sum_dy_xhat] = grad_sums(rows, c, x, dy, mean, &inv);
     let n = rows as f64;
     // dx = k1 * dy + k2 * x + k3 per channel, with
     // k1 = g inv, k2 = -g inv^2 sum(dy xhat) / N, k3 = -g inv sum(dy)/N - k2 mean.
@@ -261,10 +284,10 @@ pub fn batch_norm_backward_train(
     for ch in 0..c {
         let g = gamma.map_or(1.0, |g| g[ch] as f64);
         let a = g * inv[ch];
-        let b = -a * inv[ch] * sums[ch][1] / n;
+        let b = -a * inv[ch] * sum_dy_xhat[ch] / n;
         k1[ch] = a as f32;
         k2[ch] = b as f32;
-        k3[ch] = (-a * sums[ch][0] / n - b * mean[ch] as f64) as f32;
+        k3[ch] = (-a * sum_dy[ch] / n - b * mean[ch] as f64) as f32;
     }
     rowwise(c, dx, dy, x, |dxr, dyr, xr| {
         for (((o, &d), &v), ((&k1, &k2), &k3)) in dxr
@@ -277,10 +300,12 @@ pub fn batch_norm_backward_train(
         }
     });
     if let Some(dg) = dgamma {
-        dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
+        dg.iter_mut()
+            .zip(&sum_dy_xhat)
+            .for_each(|(o, &s)| *o = s as f32);
     }
     if let Some(db) = dbeta {
-        db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
+        db.iter_mut().zip(&sum_dy).for_each(|(o, &s)| *o = s as f32);
     }
     Ok(())
 }
@@ -358,15 +383,14 @@ pub fn batch_norm_backward_inference(
         }
     });
     if dgamma.is_some() || dbeta.is_some() {
-        let sums = channel_sums::<2>(rows, c, |r, ch| {
-            let d = dy[r * c + ch] as f64;
-            [d, d * (x[r * c + ch] as f64 - mean[ch] as f64) * inv[ch]]
-        });
+        let [sum_dy, sum_dy_xhat] = grad_sums(rows, c, x, dy, mean, &inv);
         if let Some(dg) = dgamma {
-            dg.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[1] as f32);
+            dg.iter_mut()
+                .zip(&sum_dy_xhat)
+                .for_each(|(o, &s)| *o = s as f32);
         }
         if let Some(db) = dbeta {
-            db.iter_mut().zip(&sums).for_each(|(o, s)| *o = s[0] as f32);
+            db.iter_mut().zip(&sum_dy).for_each(|(o, &s)| *o = s as f32);
         }
     }
     Ok(())
