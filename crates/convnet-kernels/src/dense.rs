@@ -3,7 +3,13 @@
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::{Result, TensorError};
 
-/// `y = x w (+ b)`, `y` `(m, n)` overwritten.
+/// `y = x w (+ b)`, `y` `(m, n)` overwritten; one GEMM on rayon's current
+/// pool (split over the output, so results do not depend on the thread
+/// count), then the bias added row by row.
+///
+/// # Errors
+/// A buffer whose length disagrees with `(m, k)`, `(k, n)`, `(n,)` or
+/// `(m, n)`, named in the message.
 pub fn dense_forward(
     m: usize,
     k: usize,
@@ -47,6 +53,10 @@ pub fn dense_forward(
 /// The GEMMs split their work over the output only (never over the summed
 /// dimension), and `db` sums rows in order, so results do not depend on the
 /// thread count.
+///
+/// # Errors
+/// A buffer (input, kernel or gradient) of the wrong length, named in the
+/// message; every buffer is checked before any is written.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_backward(
     m: usize,
