@@ -68,6 +68,13 @@ impl Model {
     /// name. f16 and bf16 files are widened to f32.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
         let file = safetensors::load(path)?;
+        self.check_weight_names(&file, &path.display().to_string())?;
+        self.set_weights(&file.tensors)
+    }
+
+    /// Every weight present with its shape, nothing unexpected; all
+    /// problems reported together, by name.
+    fn check_weight_names(&self, file: &safetensors::SafeTensors, shown: &str) -> Result<()> {
         let have: BTreeMap<&str, &Tensor> =
             file.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut problems = Vec::new();
@@ -91,10 +98,74 @@ impl Model {
         }
         if !problems.is_empty() {
             return Err(NnError::Weights {
-                path: path.display().to_string(),
+                path: shown.to_string(),
                 message: problems.join("; "),
             });
         }
-        self.set_weights(&file.tensors)
+        Ok(())
+    }
+}
+
+/// Prefix of optimizer slots in a checkpoint file.
+const OPTIMIZER_PREFIX: &str = "optimizer/";
+
+impl Model {
+    /// Save the weights and, when compiled, the optimizer's state (its
+    /// slots under `optimizer/{layer}/{weight}/{slot}` and its step count),
+    /// atomically, so training can resume where it stopped.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut entries = self.get_weights();
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "convnet".to_string());
+        meta.insert("model".to_string(), self.name.clone());
+        if let Some(opt) = self.optimizer() {
+            meta.insert("optimizer".to_string(), opt.name().to_string());
+            for (k, v) in opt.state() {
+                entries.push((format!("{OPTIMIZER_PREFIX}{k}"), v));
+            }
+        }
+        let refs: Vec<(&str, &Tensor)> = entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        safetensors::save(path, &refs, &meta)?;
+        Ok(())
+    }
+
+    /// Load a checkpoint written by [`Model::save_checkpoint`]: the weights
+    /// (checked as [`Model::load_weights`] checks them) and the optimizer
+    /// state, which must come from the same kind of optimizer as the one
+    /// this model was compiled with.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let shown = path.display().to_string();
+        let file = safetensors::load(path)?;
+        let (opt_entries, weights): (Vec<_>, Vec<_>) = file
+            .tensors
+            .into_iter()
+            .partition(|(k, _)| k.starts_with(OPTIMIZER_PREFIX));
+        let tmp = safetensors::SafeTensors {
+            tensors: weights,
+            metadata: file.metadata.clone(),
+        };
+        self.check_weight_names(&tmp, &shown)?;
+        if let Some(saved) = file.metadata.get("optimizer") {
+            let opt = self.optimizer_mut().ok_or_else(|| {
+                NnError::usage(
+                    "load_checkpoint: compile the model before loading an optimizer state",
+                )
+            })?;
+            if opt.name() != saved {
+                return Err(NnError::Weights {
+                    path: shown,
+                    message: format!(
+                        "the checkpoint holds {saved} state, the model is compiled with {}",
+                        opt.name()
+                    ),
+                });
+            }
+            let state: BTreeMap<String, Tensor> = opt_entries
+                .into_iter()
+                .map(|(k, v)| (k[OPTIMIZER_PREFIX.len()..].to_string(), v))
+                .collect();
+            opt.load_state(&state)?;
+        }
+        self.set_weights(&tmp.tensors)
     }
 }

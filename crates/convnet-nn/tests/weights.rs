@@ -115,3 +115,39 @@ fn history_plots_are_png_files() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn checkpoint_resumes_training_exactly() {
+    use convnet_nn::optimizers::Adam;
+    use convnet_nn::{Loss, Metric};
+    clear_session();
+    let dir = tmp("resume");
+    let path = dir.join("ckpt.safetensors");
+    let x = Tensor::rand_normal(&[8, 6, 6, 2], 0.0, 1.0, &mut Rng::new(4));
+    let y = Tensor::from_fn(&[8], |i| (i % 3) as f32);
+    let mut a = model(5);
+    a.compile(
+        Adam::default(),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    for _ in 0..3 {
+        a.train_on_batch(&x, &y).unwrap();
+    }
+    a.save_checkpoint(&path).unwrap();
+    a.train_on_batch(&x, &y).unwrap();
+    clear_session();
+    let mut b = model(6);
+    b.compile(
+        Adam::default(),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    b.load_checkpoint(&path).unwrap();
+    assert_eq!(b.optimizer().unwrap().iterations(), 3);
+    b.train_on_batch(&x, &y).unwrap();
+    assert_eq!(a.get_weights(), b.get_weights());
+    std::fs::remove_dir_all(dir).unwrap();
+}
