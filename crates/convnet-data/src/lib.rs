@@ -2,7 +2,23 @@
 //! batches are plain `(Tensor, Tensor)` pairs that `convnet-nn`'s `fit`
 //! consumes.
 //!
-//! - [`idx`]: the IDX files of MNIST and Fashion-MNIST (gzip or not).
+//! - [`idx`]: the IDX files of MNIST and Fashion-MNIST (gzip or not), read
+//!   as NHWC image tensors `(n, rows, cols, 1)` and label tensors `(n,)`.
+//!
+//! Every error is a [`DataError`] whose message starts with the file at
+//! fault.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use convnet_data::idx::load_mnist_dir;
+//! // `apt-get install dataset-fashion-mnist` puts the files here.
+//! let dir = Path::new("/usr/share/datasets/fashion-mnist");
+//! let (x_train, y_train) = load_mnist_dir(dir, "train")?;
+//! let x_train = x_train.map(|v| v / 255.0);
+//! assert_eq!(x_train.shape(), &[60000, 28, 28, 1]);
+//! assert_eq!(y_train.shape(), &[60000]);
+//! # Ok::<(), convnet_data::DataError>(())
+//! ```
 
 pub mod idx;
 
