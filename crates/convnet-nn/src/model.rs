@@ -131,6 +131,9 @@ impl LayerRef {
     }
 }
 
+/// New values for non-trainable weights: `(layer id, weight index, value)`.
+pub(crate) type WeightUpdates = Vec<(usize, usize, Tensor)>;
+
 /// Autograd values for every weight of every layer, for one pass.
 pub(crate) struct ParamVars {
     /// Indexed by layer id, then weight index.
@@ -358,7 +361,7 @@ impl Model {
         params: &ParamVars,
         training: bool,
         step_rng: &Rng,
-    ) -> Result<(Var, Vec<(usize, usize, Tensor)>)> {
+    ) -> Result<(Var, WeightUpdates)> {
         let g = self.graph.borrow();
         let expected = &g.nodes[self.input].shape;
         if x.shape().len() != expected.len() + 1 || &x.shape()[1..] != expected.as_slice() {
@@ -425,7 +428,7 @@ impl Model {
         Ok((out, all_updates))
     }
 
-    pub(crate) fn apply_updates(&self, updates: Vec<(usize, usize, Tensor)>) {
+    pub(crate) fn apply_updates(&self, updates: WeightUpdates) {
         let mut g = self.graph.borrow_mut();
         for (l, w, v) in updates {
             g.layers[l].core_mut().weights[w].value = v;

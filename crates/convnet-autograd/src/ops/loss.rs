@@ -88,7 +88,11 @@ impl Var {
             let (p, t) = (p as f64, t as f64);
             let (pc, pass) = clip(p);
             total -= t * pc.ln() + (1.0 - t) * (1.0 - pc).ln();
-            let g = if pass { -t / pc + (1.0 - t) / (1.0 - pc) } else { 0.0 };
+            let g = if pass {
+                -t / pc + (1.0 - t) / (1.0 - pc)
+            } else {
+                0.0
+            };
             grad.push((g / n as f64) as f32);
         }
         let value = Tensor::scalar((total / n as f64) as f32);

@@ -94,7 +94,7 @@ impl Layer for BatchNormalization {
                 ))
             }
         };
-        if !(self.epsilon > 0.0) || !(0.0..=1.0).contains(&self.momentum) {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 || !(0.0..=1.0).contains(&self.momentum) {
             return Err(shape_error(
                 self,
                 input_shapes,
