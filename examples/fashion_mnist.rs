@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut data = PathBuf::from("/usr/share/datasets/fashion-mnist");
     let mut epochs = 5;
     let mut limit = None;
+    let mut seed = 42u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -32,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             }
             "--help" | "-h" => {
-                println!("fashion_mnist [--data DIR] [--epochs N] [--limit N (training images)]");
+                println!("fashion_mnist [--data DIR] [--epochs N] [--seed N] [--limit N (training images)]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other} (try --help)").into()),
@@ -49,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         x_test.mul_scalar(1.0 / 255.0),
     );
 
-    set_random_seed(42);
+    set_random_seed(seed);
     let mut model = Sequential::new(&[28, 28, 1]);
     model.add(Conv2D::new(32, (3, 3)).activation(Relu))?;
     model.add(MaxPooling2D::new((2, 2)))?;
