@@ -30,6 +30,7 @@ pub(super) fn run(
         .map(|grp| {
             let mut dw = vec![0.0f32; k * f];
             let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
+            let mut tile_db = vec![0.0f32; f];
             let mut cols = Vec::new();
             for t in grp * tiles / groups..(grp + 1) * tiles / groups {
                 let r0 = t * tile;
@@ -56,9 +57,14 @@ pub(super) fn run(
                     Parallelism::Sequential,
                 );
                 if want_bias {
+                    // f32 sums within a tile (vectorised), f64 across tiles.
+                    tile_db.fill(0.0);
                     for row in dy_tile.chunks_exact(f) {
-                        db.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+                        tile_db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
                     }
+                    db.iter_mut()
+                        .zip(&tile_db)
+                        .for_each(|(a, &v)| *a += v as f64);
                 }
             }
             (dw, db)

@@ -8,14 +8,16 @@
 //! small enough that one tile's im2col block stays in L2; rayon hands whole
 //! tiles to threads, each running a single-threaded GEMM. No whole-batch
 //! im2col matrix is ever built. The files beside this one hold one concept
-//! each: [`im2col`](self) patches, the forward pass, the two gradients, and
-//! a direct kernel for layers with few input channels.
+//! each: im2col/col2im on tiles, the forward pass, the two gradients, a
+//! direct forward kernel for layers with few input channels (the first
+//! layer of an image model) and the vector lanes it is written in.
 
 mod backward_filter;
 mod backward_input;
 mod direct;
 mod forward;
 mod im2col;
+mod simd;
 
 use crate::{Padding, Pads, Result, TensorError};
 
@@ -193,7 +195,8 @@ impl ConvGeometry {
 pub struct Tuning {
     /// Output rows per tile (at least 1).
     pub tile_rows: usize,
-    /// Use the direct kernel for few input channels where it applies.
+    /// Use the direct forward kernel for few input channels where it
+    /// applies (the gradients always use im2col + GEMM).
     pub direct: bool,
     /// Let the direct kernel use the CPU's vector extensions when present
     /// (`false`: the portable code only).
