@@ -120,12 +120,12 @@ fn gradcheck(
     Ok(())
 }
 
-/// Values on a grid `(k + 0.5) * step`, shuffled: distinct, none near 0.
+/// Values on a grid `(k - n/2 + 0.5) * step` (integer `n/2`), shuffled:
+/// distinct, `step` apart, none nearer 0 than `step / 2`.
 fn grid(shape: &[usize], step: f32, rng: &mut Rng) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut v: Vec<f32> = (0..n)
-        .map(|k| (k as f32 - n as f32 / 2.0 + 0.5) * step)
-        .collect();
+    let half = (n / 2) as f32;
+    let mut v: Vec<f32> = (0..n).map(|k| (k as f32 - half + 0.5) * step).collect();
     rng.shuffle(&mut v);
     Tensor::from_vec(shape, v).unwrap()
 }
