@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--data" => data = args.next().ok_or("--data needs a folder")?.into(),
             "--epochs" => epochs = args.next().ok_or("--epochs needs a number")?.parse()?,
+            "--seed" => seed = args.next().ok_or("--seed needs a number")?.parse()?,
             "--limit" => {
                 limit = Some(
                     args.next()
@@ -68,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = FitOptions {
         epochs,
         verbose: 2,
-        seed: 42,
+        seed,
         ..Default::default()
     };
     model.fit_arrays(&x_train, &y_train, 64, None, &options, &mut [])?;
