@@ -19,9 +19,11 @@ pub use convnet_tensor as tensor;
 /// The everyday names.
 pub mod prelude {
     pub use convnet_autograd::{no_grad, Tape, Var};
+    pub use convnet_kernels::{conv::Epilogue, Padding};
     pub use convnet_nn::layers::*;
     pub use convnet_nn::optimizers::{Adam, Optimizer, RMSprop, SGD};
-    pub use convnet_nn::{Activation, Apply, FitOptions, History, Input, Loss, Metric, Model, Sequential};
-    pub use convnet_kernels::{conv::Epilogue, Padding};
+    pub use convnet_nn::{
+        Activation, Apply, FitOptions, History, Input, Loss, Metric, Model, Sequential,
+    };
     pub use convnet_tensor::{Rng, Shape, Tensor, TensorError};
 }
