@@ -20,7 +20,12 @@
 //! # Ok::<(), convnet_data::DataError>(())
 //! ```
 
+pub mod augment;
+pub mod directory;
 pub mod idx;
+
+pub use augment::{FillMode, ImageDataGenerator, TransformParams};
+pub use directory::{ClassMode, ColorMode, DirectoryIterator, FlowOptions, Interpolation};
 
 /// What can go wrong reading data. Every message names the file.
 #[derive(Debug, thiserror::Error)]

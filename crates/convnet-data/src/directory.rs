@@ -1,0 +1,718 @@
+//! Image folders, as Keras's `ImageDataGenerator.flow_from_directory` reads
+//! them: one class per subfolder, classes sorted by name, batches of
+//! `(images, labels)` tensors from an endless iterator.
+//!
+//! ```no_run
+//! use convnet_data::augment::ImageDataGenerator;
+//! use convnet_data::directory::{ClassMode, FlowOptions};
+//! let train_datagen = ImageDataGenerator::new()
+//!     .rescale(1.0 / 255.0)
+//!     .shear_range(0.2)
+//!     .zoom_range(0.2)
+//!     .horizontal_flip(true);
+//! let mut train = train_datagen.flow_from_directory(
+//!     "data/cats_and_dogs_filtered/train",
+//!     FlowOptions { target_size: (150, 150), batch_size: 20, class_mode: ClassMode::Binary,
+//!         ..Default::default() },
+//! )?; // prints "Found 2000 images belonging to 2 classes."
+//! assert_eq!(train.class_indices()["cats"], 0);
+//! let (x, y) = train.next().unwrap()?;
+//! assert_eq!(x.shape(), &[20, 150, 150, 3]);
+//! assert_eq!(y.shape(), &[20, 1]);
+//! # Ok::<(), convnet_data::DataError>(())
+//! ```
+//!
+//! Each batch's images are decoded, resized and augmented in parallel with
+//! rayon, and the next batches are prepared on a background thread (a
+//! bounded queue of [`FlowOptions::prefetch`] batches) while the caller
+//! trains. Pass `p` (0, 1, 2, ...) of the files uses the permutation drawn
+//! from `(seed, p)`, and image `i` of pass `p` the augmentation drawn from
+//! `(seed, p, i)`, so batches are the same whatever the thread count.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use convnet_tensor::{Rng, Tensor};
+use rayon::prelude::*;
+
+use crate::augment::ImageDataGenerator;
+use crate::{DataError, Result};
+
+/// The file extensions read, compared case-insensitively (Keras's
+/// `white_list_formats`).
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"];
+
+/// How labels are encoded (Keras's `class_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClassMode {
+    /// One-hot labels `(n, classes)` (Keras's default).
+    #[default]
+    Categorical,
+    /// Labels `(n, 1)` of 0.0 or 1.0; exactly two classes.
+    Binary,
+    /// Class indices `(n,)` as `f32`.
+    Sparse,
+    /// No labels: the label tensor is empty, `(n, 0)`.
+    None,
+    /// The labels are the images themselves (autoencoders).
+    Input,
+}
+
+/// The channels of the images (Keras's `color_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorMode {
+    /// Three channels (Keras's default).
+    #[default]
+    Rgb,
+    /// One channel, PIL's luma `(299 R + 587 G + 114 B) / 1000`.
+    Grayscale,
+    /// Four channels.
+    Rgba,
+}
+
+impl ColorMode {
+    /// The channel count.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Rgb => 3,
+            ColorMode::Grayscale => 1,
+            ColorMode::Rgba => 4,
+        }
+    }
+}
+
+/// How images are resized to `target_size` (Keras's `interpolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// Nearest neighbour, PIL's rule (Keras's default).
+    #[default]
+    Nearest,
+    /// Bilinear (triangle filter, antialiased when shrinking, like PIL's).
+    Bilinear,
+}
+
+/// The options of [`ImageDataGenerator::flow_from_directory`], with Keras's
+/// defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowOptions {
+    /// `(height, width)` every image is resized to; Keras's default 256x256.
+    pub target_size: (usize, usize),
+    /// Channels: rgb (default), grayscale or rgba.
+    pub color_mode: ColorMode,
+    /// The class folders to use, in this order; `None` (default) takes every
+    /// subfolder, sorted by name.
+    pub classes: Option<Vec<String>>,
+    /// Label encoding; categorical by default.
+    pub class_mode: ClassMode,
+    /// Images per batch (32); the last batch of a pass may be smaller.
+    pub batch_size: usize,
+    /// A new random order each pass (true).
+    pub shuffle: bool,
+    /// The seed of the order and of the augmentation; `None` takes one from
+    /// the clock.
+    pub seed: Option<u64>,
+    /// The resize filter; nearest by default.
+    pub interpolation: Interpolation,
+    /// Print `Found N images belonging to K classes.` (true).
+    pub verbose: bool,
+    /// Batches prepared ahead on a background thread (2); 0 builds each
+    /// batch on the caller's thread when it is asked for (inside the
+    /// caller's rayon pool).
+    pub prefetch: usize,
+    /// Images with more pixels than this are refused before they are
+    /// decoded (default 100 megapixels).
+    pub max_pixels: u64,
+}
+
+impl Default for FlowOptions {
+    fn default() -> Self {
+        FlowOptions {
+            target_size: (256, 256),
+            color_mode: ColorMode::Rgb,
+            classes: None,
+            class_mode: ClassMode::Categorical,
+            batch_size: 32,
+            shuffle: true,
+            seed: None,
+            interpolation: Interpolation::Nearest,
+            verbose: true,
+            prefetch: 2,
+            max_pixels: 100_000_000,
+        }
+    }
+}
+
+impl ImageDataGenerator {
+    /// Lists the images under `directory` (one subfolder per class) and
+    /// returns the endless batch iterator over them, as Keras's
+    /// `flow_from_directory`. Errors: a missing or unreadable folder, no
+    /// class folder, no image, a class mode that does not fit the classes
+    /// (binary needs exactly two), a zero batch size or target size.
+    pub fn flow_from_directory(
+        &self,
+        directory: impl AsRef<Path>,
+        options: FlowOptions,
+    ) -> Result<DirectoryIterator> {
+        DirectoryIterator::new(directory.as_ref(), self.clone(), options)
+    }
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Format {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Every image file under `dir`, recursively, sorted by path.
+fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .map(|e| e.map(|e| e.path()).map_err(|e| io_err(dir, e)))
+        .collect::<Result<_>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            list_images(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// What the batches are made of, shared with the background thread.
+#[derive(Debug)]
+struct Dataset {
+    directory: PathBuf,
+    files: Vec<PathBuf>,
+    filenames: Vec<String>,
+    labels: Vec<usize>,
+    class_names: Vec<String>,
+    generator: ImageDataGenerator,
+    options: FlowOptions,
+    seed: u64,
+}
+
+/// The endless iterator of `(images, labels)` batches that
+/// [`ImageDataGenerator::flow_from_directory`] returns. Images are NHWC
+/// `(n, height, width, channels)`, values 0..255 times the rescale; labels
+/// as [`ClassMode`] says. After the last (possibly smaller) batch of a pass
+/// comes the first batch of the next pass, in a new order when shuffling.
+/// An image that cannot be read makes its batch an `Err` naming the file;
+/// the iterator goes on with the next batch.
+pub struct DirectoryIterator {
+    data: Arc<Dataset>,
+    /// The next batch to hand out: (pass, index in the pass).
+    position: (u64, usize),
+    rx: Option<Receiver<Result<(Tensor, Tensor)>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DirectoryIterator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryIterator")
+            .field("directory", &self.data.directory)
+            .field("samples", &self.data.files.len())
+            .field("classes", &self.data.class_names)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl DirectoryIterator {
+    fn new(directory: &Path, generator: ImageDataGenerator, options: FlowOptions) -> Result<Self> {
+        if options.batch_size == 0 {
+            return Err(format_err(directory, "batch_size must be at least 1"));
+        }
+        if options.target_size.0 == 0 || options.target_size.1 == 0 {
+            return Err(format_err(directory, "target_size must be at least 1x1"));
+        }
+        let meta = std::fs::metadata(directory).map_err(|e| io_err(directory, e))?;
+        if !meta.is_dir() {
+            return Err(format_err(directory, "not a directory"));
+        }
+        let class_names = match &options.classes {
+            Some(c) => c.clone(),
+            None => {
+                let mut names = Vec::new();
+                for e in std::fs::read_dir(directory).map_err(|e| io_err(directory, e))? {
+                    let e = e.map_err(|e| io_err(directory, e))?;
+                    if e.path().is_dir() {
+                        names.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                names.sort();
+                names
+            }
+        };
+        if class_names.is_empty() {
+            return Err(format_err(
+                directory,
+                "no class subfolder (expected one folder per class)",
+            ));
+        }
+        if options.class_mode == ClassMode::Binary && class_names.len() != 2 {
+            return Err(format_err(
+                directory,
+                format!(
+                    "class_mode binary needs exactly 2 classes, found {} ({})",
+                    class_names.len(),
+                    class_names.join(", ")
+                ),
+            ));
+        }
+        let mut files = Vec::new();
+        let mut labels = Vec::new();
+        for (k, name) in class_names.iter().enumerate() {
+            let sub = directory.join(name);
+            let before = files.len();
+            list_images(&sub, &mut files)?;
+            labels.resize(labels.len() + files.len() - before, k);
+        }
+        if options.verbose {
+            println!(
+                "Found {} images belonging to {} classes.",
+                files.len(),
+                class_names.len()
+            );
+        }
+        if files.is_empty() {
+            return Err(format_err(
+                directory,
+                format!(
+                    "no image files ({}) in the class folders",
+                    IMAGE_EXTENSIONS.join(", ")
+                ),
+            ));
+        }
+        let filenames = files
+            .iter()
+            .map(|f| f.strip_prefix(directory).unwrap_or(f).display().to_string())
+            .collect();
+        let seed = options.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(DirectoryIterator {
+            data: Arc::new(Dataset {
+                directory: directory.to_path_buf(),
+                files,
+                filenames,
+                labels,
+                class_names,
+                generator,
+                options,
+                seed,
+            }),
+            position: (0, 0),
+            rx: None,
+            worker: None,
+        })
+    }
+
+    /// The number of images (Keras's `samples`).
+    pub fn samples(&self) -> usize {
+        self.data.files.len()
+    }
+
+    /// The number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.data.class_names.len()
+    }
+
+    /// Class name to index, e.g. `{"cats": 0, "dogs": 1}`.
+    pub fn class_indices(&self) -> BTreeMap<String, usize> {
+        self.data
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect()
+    }
+
+    /// The class names, in index order.
+    pub fn class_names(&self) -> &[String] {
+        &self.data.class_names
+    }
+
+    /// Each image's class index, in file order (Keras's `classes`).
+    pub fn labels(&self) -> &[usize] {
+        &self.data.labels
+    }
+
+    /// Each image's path relative to the directory, in file order (Keras's
+    /// `filenames`).
+    pub fn filenames(&self) -> &[String] {
+        &self.data.filenames
+    }
+
+    /// The images' full paths, in file order.
+    pub fn filepaths(&self) -> &[PathBuf] {
+        &self.data.files
+    }
+
+    /// The seed in use (the given one, or the one taken from the clock).
+    pub fn seed(&self) -> u64 {
+        self.data.seed
+    }
+
+    /// Batches in one pass over the files: `ceil(samples / batch_size)`
+    /// (Keras's `len(iterator)`).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.data.files.len().div_ceil(self.data.options.batch_size)
+    }
+
+    /// The same as [`batches_per_epoch`](Self::batches_per_epoch).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.batches_per_epoch()
+    }
+
+    /// The file indices, in order, of pass `pass`.
+    pub fn pass_order(&self, pass: u64) -> Vec<usize> {
+        self.data.order(pass)
+    }
+
+    /// Builds batch `index` of pass `pass` directly, on the calling thread
+    /// (in parallel on the caller's rayon pool); the iterator's batches are
+    /// exactly these.
+    pub fn batch(&self, pass: u64, index: usize) -> Result<(Tensor, Tensor)> {
+        let order = self.data.order(pass);
+        self.data.batch(pass, &order, index)
+    }
+
+    /// Starts again from the first batch of pass 0 (Keras's `reset`).
+    pub fn reset(&mut self) {
+        self.stop_worker();
+        self.position = (0, 0);
+    }
+
+    fn stop_worker(&mut self) {
+        self.rx = None; // the worker's next send fails, and it ends
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+
+    fn start_worker(&mut self) {
+        let (tx, rx) = sync_channel(self.data.options.prefetch);
+        let data = Arc::clone(&self.data);
+        let (mut pass, mut index) = self.position;
+        let worker = std::thread::Builder::new()
+            .name("convnet-data-prefetch".into())
+            .spawn(move || loop {
+                let order = data.order(pass);
+                while index < data.batches_per_pass() {
+                    if tx.send(data.batch(pass, &order, index)).is_err() {
+                        return;
+                    }
+                    index += 1;
+                }
+                pass += 1;
+                index = 0;
+            });
+        match worker {
+            Ok(w) => {
+                self.rx = Some(rx);
+                self.worker = Some(w);
+            }
+            Err(_) => {
+                // No thread: build batches on the caller's thread instead.
+                self.rx = None;
+                self.worker = None;
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        self.position.1 += 1;
+        if self.position.1 >= self.data.batches_per_pass() {
+            self.position = (self.position.0 + 1, 0);
+        }
+    }
+}
+
+impl Drop for DirectoryIterator {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+impl Iterator for DirectoryIterator {
+    type Item = Result<(Tensor, Tensor)>;
+
+    /// The next batch; never `None`.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.data.options.prefetch > 0 && self.rx.is_none() && self.worker.is_none() {
+            self.start_worker();
+        }
+        let item = match &self.rx {
+            Some(rx) => match rx.recv() {
+                Ok(item) => item,
+                Err(_) => {
+                    // The worker died (it should not): go on synchronously.
+                    self.rx = None;
+                    let (p, i) = self.position;
+                    self.batch(p, i)
+                }
+            },
+            None => {
+                let (p, i) = self.position;
+                self.batch(p, i)
+            }
+        };
+        self.advance();
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::MAX, None)
+    }
+}
+
+impl Dataset {
+    fn batches_per_pass(&self) -> usize {
+        self.files.len().div_ceil(self.options.batch_size)
+    }
+
+    fn order(&self, pass: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        if self.options.shuffle {
+            Rng::new(self.seed).fork(0).fork(pass).shuffle(&mut order);
+        }
+        order
+    }
+
+    fn batch(&self, pass: u64, order: &[usize], index: usize) -> Result<(Tensor, Tensor)> {
+        let bs = self.options.batch_size;
+        let start = index * bs;
+        let end = (start + bs).min(order.len());
+        if start >= end {
+            return Err(format_err(
+                &self.directory,
+                format!(
+                    "batch {index} is past the end of the pass ({} batches)",
+                    self.batches_per_pass()
+                ),
+            ));
+        }
+        let idx = &order[start..end];
+        let (h, w) = self.options.target_size;
+        let c = self.options.color_mode.channels();
+        let size = h * w * c;
+        let mut x = vec![0.0f32; idx.len() * size];
+        let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
+        let results: Vec<Result<()>> = x
+            .par_chunks_mut(size)
+            .zip(idx.par_iter())
+            .map(|(out, &i)| {
+                load_image_into(&self.files[i], &self.options, out)?;
+                let mut rng = aug_rng.fork(i as u64);
+                self.generator
+                    .random_transform_inplace(out, h, w, c, &mut rng);
+                self.generator.standardize_inplace(out);
+                Ok(())
+            })
+            .collect();
+        results.into_iter().collect::<Result<()>>()?;
+        let n = idx.len();
+        let x = Tensor::from_vec(&[n, h, w, c], x)?;
+        let k = self.class_names.len();
+        let y = match self.options.class_mode {
+            ClassMode::Binary => Tensor::from_vec(
+                &[n, 1],
+                idx.iter().map(|&i| self.labels[i] as f32).collect(),
+            )?,
+            ClassMode::Sparse => {
+                Tensor::from_vec(&[n], idx.iter().map(|&i| self.labels[i] as f32).collect())?
+            }
+            ClassMode::Categorical => {
+                let mut y = vec![0.0; n * k];
+                for (row, &i) in idx.iter().enumerate() {
+                    y[row * k + self.labels[i]] = 1.0;
+                }
+                Tensor::from_vec(&[n, k], y)?
+            }
+            ClassMode::None => Tensor::from_vec(&[n, 0], Vec::new())?,
+            ClassMode::Input => x.clone(),
+        };
+        Ok((x, y))
+    }
+}
+
+/// Reads and decodes one image file with the content's format (not the
+/// extension's), refusing images of more than `max_pixels` pixels before
+/// decoding them. Errors name the file.
+pub fn decode_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    if bytes.is_empty() {
+        return Err(format_err(path, "empty file (0 bytes)"));
+    }
+    let reader = || {
+        image::ImageReader::new(Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| format_err(path, e.to_string()))
+    };
+    let r = reader()?;
+    if r.format().is_none() {
+        return Err(format_err(
+            path,
+            "not an image in a known format (png, jpeg, bmp, pnm, tiff)",
+        ));
+    }
+    let (w, h) = r
+        .into_dimensions()
+        .map_err(|e| format_err(path, format!("cannot decode: {e}")))?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(format_err(
+            path,
+            format!("image of {w}x{h} pixels is over the limit of {max_pixels} pixels"),
+        ));
+    }
+    let mut r = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
+    r.limits(limits);
+    r.decode()
+        .map_err(|e| format_err(path, format!("cannot decode: {e}")))
+}
+
+/// Converts `img` to the color mode's interleaved `u8` channels.
+fn to_channels(img: image::DynamicImage, mode: ColorMode) -> (usize, usize, Vec<u8>) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data = match mode {
+        ColorMode::Rgb => img.into_rgb8().into_raw(),
+        ColorMode::Rgba => img.into_rgba8().into_raw(),
+        ColorMode::Grayscale => match img {
+            image::DynamicImage::ImageLuma8(g) => g.into_raw(),
+            img => img
+                .into_rgb8()
+                .into_raw()
+                .chunks_exact(3)
+                .map(|p| {
+                    let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
+                    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+                })
+                .collect(),
+        },
+    };
+    (h, w, data)
+}
+
+/// Decodes `path`, converts it to the options' color mode, resizes it to the
+/// target size and writes it, values 0..255, into `out` (`h * w * c`).
+pub fn load_image_into(path: &Path, options: &FlowOptions, out: &mut [f32]) -> Result<()> {
+    let (th, tw) = options.target_size;
+    let c = options.color_mode.channels();
+    if out.len() != th * tw * c {
+        return Err(format_err(
+            path,
+            "output buffer size does not match the target size",
+        ));
+    }
+    let img = decode_image(path, options.max_pixels)?;
+    let (h, w, data) = to_channels(img, options.color_mode);
+    if (h, w) == (th, tw) {
+        out.iter_mut()
+            .zip(&data)
+            .for_each(|(o, &v)| *o = f32::from(v));
+        return Ok(());
+    }
+    match options.interpolation {
+        Interpolation::Nearest => {
+            // PIL's nearest: source = floor((dst + 0.5) * src / dst).
+            let map = |dst: usize, n_src: usize, n_dst: usize| {
+                (((dst as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
+            };
+            let cols: Vec<usize> = (0..tw).map(|x| map(x, w, tw) * c).collect();
+            for y in 0..th {
+                let row = &data[map(y, h, th) * w * c..];
+                let o = &mut out[y * tw * c..(y + 1) * tw * c];
+                for (x, &sx) in cols.iter().enumerate() {
+                    for k in 0..c {
+                        o[x * c + k] = f32::from(row[sx + k]);
+                    }
+                }
+            }
+        }
+        Interpolation::Bilinear => {
+            let filter = image::imageops::FilterType::Triangle;
+            let resized: Vec<u8> = match c {
+                1 => {
+                    let b = image::GrayImage::from_raw(w as u32, h as u32, data)
+                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
+                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
+                }
+                3 => {
+                    let b = image::RgbImage::from_raw(w as u32, h as u32, data)
+                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
+                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
+                }
+                _ => {
+                    let b = image::RgbaImage::from_raw(w as u32, h as u32, data)
+                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
+                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
+                }
+            };
+            out.iter_mut()
+                .zip(&resized)
+                .for_each(|(o, &v)| *o = f32::from(v));
+        }
+    }
+    Ok(())
+}
+
+/// Loads one image as a `(height, width, channels)` tensor, values 0..255,
+/// resized to `target_size` when given (Keras's `load_img` +
+/// `img_to_array`).
+pub fn load_img(
+    path: impl AsRef<Path>,
+    target_size: Option<(usize, usize)>,
+    color_mode: ColorMode,
+    interpolation: Interpolation,
+) -> Result<Tensor> {
+    let path = path.as_ref();
+    let (h, w) = match target_size {
+        Some(s) => s,
+        None => {
+            let img = decode_image(path, FlowOptions::default().max_pixels)?;
+            let (h, w, data) = to_channels(img, color_mode);
+            let c = color_mode.channels();
+            return Ok(Tensor::from_vec(
+                &[h, w, c],
+                data.into_iter().map(f32::from).collect(),
+            )?);
+        }
+    };
+    let options = FlowOptions {
+        target_size: (h, w),
+        color_mode,
+        interpolation,
+        ..Default::default()
+    };
+    let c = color_mode.channels();
+    let mut out = vec![0.0; h * w * c];
+    load_image_into(path, &options, &mut out)?;
+    Ok(Tensor::from_vec(&[h, w, c], out)?)
+}
