@@ -1,0 +1,426 @@
+//! Image folders and augmentation, on small folders of PNG/JPEG images made here.
+
+use std::path::Path;
+
+use convnet_data::augment::{FillMode, ImageDataGenerator, TransformParams};
+use convnet_data::directory::{load_img, ClassMode, ColorMode, FlowOptions, Interpolation};
+use convnet_tensor::Rng;
+
+/// A deterministic RGB image, every pixel distinct-ish.
+fn pattern(w: u32, h: u32, salt: u8) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 7 + y * 3) as u8 ^ salt,
+            (y * 11 + x) as u8,
+            (x * y) as u8 ^ salt.wrapping_mul(3),
+        ])
+    })
+}
+
+/// cats: 3 PNGs, dogs: 2 PNGs + 1 JPEG (upper-case extension), plus a text file.
+fn make_folder(root: &Path) {
+    let cats = root.join("cats");
+    let dogs = root.join("dogs");
+    std::fs::create_dir_all(&cats).unwrap();
+    std::fs::create_dir_all(&dogs).unwrap();
+    for i in 0..3u32 {
+        pattern(8 + i, 6 + 2 * i, i as u8)
+            .save(cats.join(format!("cat{i}.png")))
+            .unwrap();
+    }
+    for i in 0..2u32 {
+        pattern(10, 9 + i, 40 + i as u8)
+            .save(dogs.join(format!("dog{i}.png")))
+            .unwrap();
+    }
+    pattern(12, 12, 99)
+        .save_with_format(dogs.join("dog9.JPG"), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(dogs.join("notes.txt"), "not an image").unwrap();
+}
+
+fn opts(class_mode: ClassMode) -> FlowOptions {
+    FlowOptions {
+        target_size: (6, 5),
+        batch_size: 4,
+        class_mode,
+        seed: Some(7),
+        verbose: false,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn classes_labels_and_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let gen = ImageDataGenerator::new();
+    let it = gen
+        .flow_from_directory(dir.path(), opts(ClassMode::Binary))
+        .unwrap();
+    assert_eq!(it.samples(), 6);
+    assert_eq!(it.num_classes(), 2);
+    assert_eq!(it.class_indices()["cats"], 0);
+    assert_eq!(it.class_indices()["dogs"], 1);
+    assert_eq!(it.labels(), &[0, 0, 0, 1, 1, 1]);
+    assert_eq!(
+        it.filenames()[5],
+        Path::new("dogs").join("dog9.JPG").display().to_string()
+    );
+    assert_eq!(it.batches_per_epoch(), 2);
+    assert_eq!(it.len(), 2);
+
+    for mode in [
+        ClassMode::Binary,
+        ClassMode::Categorical,
+        ClassMode::Sparse,
+        ClassMode::None,
+    ] {
+        let mut it = gen.flow_from_directory(dir.path(), opts(mode)).unwrap();
+        let order = it.pass_order(0);
+        let labels: Vec<usize> = order.iter().map(|&i| it.labels()[i]).collect();
+        let (x, y) = it.next().unwrap().unwrap();
+        assert_eq!(x.shape(), &[4, 6, 5, 3]);
+        let yv = y.values().to_vec();
+        match mode {
+            ClassMode::Binary => {
+                assert_eq!(y.shape(), &[4, 1]);
+                let want: Vec<f32> = labels[..4].iter().map(|&l| l as f32).collect();
+                assert_eq!(yv, want);
+            }
+            ClassMode::Sparse => {
+                assert_eq!(y.shape(), &[4]);
+                let want: Vec<f32> = labels[..4].iter().map(|&l| l as f32).collect();
+                assert_eq!(yv, want);
+            }
+            ClassMode::Categorical => {
+                assert_eq!(y.shape(), &[4, 2]);
+                for (r, &l) in labels[..4].iter().enumerate() {
+                    assert_eq!(yv[r * 2 + l], 1.0);
+                    assert_eq!(yv[r * 2 + 1 - l], 0.0);
+                }
+            }
+            _ => assert_eq!(y.shape(), &[4, 0]),
+        }
+        // The last batch of the pass is smaller, then the next pass begins.
+        let (x, _) = it.next().unwrap().unwrap();
+        assert_eq!(x.shape(), &[2, 6, 5, 3]);
+        let (x, _) = it.next().unwrap().unwrap();
+        assert_eq!(x.shape(), &[4, 6, 5, 3]);
+    }
+}
+
+#[test]
+fn color_modes_and_values() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let gen = ImageDataGenerator::new();
+    for (mode, c) in [
+        (ColorMode::Grayscale, 1),
+        (ColorMode::Rgba, 4),
+        (ColorMode::Rgb, 3),
+    ] {
+        let o = FlowOptions {
+            color_mode: mode,
+            ..opts(ClassMode::Sparse)
+        };
+        let mut it = gen.flow_from_directory(dir.path(), o).unwrap();
+        let (x, _) = it.next().unwrap().unwrap();
+        assert_eq!(x.shape(), &[4, 6, 5, c]);
+        let v = x.values();
+        assert!(v
+            .iter()
+            .all(|&p| (0.0..=255.0).contains(&p) && p.fract() == 0.0));
+        assert!(v.iter().any(|&p| p > 1.0));
+    }
+}
+
+#[test]
+fn nearest_resize_and_rescale() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let cat1 = dir.path().join("cats").join("cat1.png"); // 9 x 8
+    let src = pattern(9, 8, 1);
+    let t = load_img(&cat1, Some((4, 3)), ColorMode::Rgb, Interpolation::Nearest).unwrap();
+    assert_eq!(t.shape(), &[4, 3, 3]);
+    let v = t.values();
+    for y in 0..4 {
+        for x in 0..3 {
+            let (sx, sy) = (
+                ((x as f64 + 0.5) * 3.0) as u32,
+                ((y as f64 + 0.5) * 2.0) as u32,
+            );
+            for k in 0..3 {
+                assert_eq!(v[(y * 3 + x) * 3 + k], f32::from(src.get_pixel(sx, sy)[k]));
+            }
+        }
+    }
+    let b = load_img(&cat1, Some((4, 3)), ColorMode::Rgb, Interpolation::Bilinear).unwrap();
+    assert_eq!(b.shape(), &[4, 3, 3]);
+
+    // Rescale: the same batch, times 1/255.
+    let o = FlowOptions {
+        shuffle: false,
+        ..opts(ClassMode::Binary)
+    };
+    let plain = ImageDataGenerator::new()
+        .flow_from_directory(dir.path(), o.clone())
+        .unwrap();
+    let scaled = ImageDataGenerator::new()
+        .rescale(1.0 / 255.0)
+        .flow_from_directory(dir.path(), o)
+        .unwrap();
+    let (a, _) = plain.batch(0, 0).unwrap();
+    let (b, _) = scaled.batch(0, 0).unwrap();
+    for (p, q) in a.values().iter().zip(b.values().iter()) {
+        assert_eq!(p * (1.0 / 255.0), *q);
+    }
+}
+
+#[test]
+fn endless_reshuffled_and_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let gen = ImageDataGenerator::new();
+    let o = FlowOptions {
+        batch_size: 6,
+        ..opts(ClassMode::Sparse)
+    };
+    let it = gen.flow_from_directory(dir.path(), o.clone()).unwrap();
+    let orders: Vec<Vec<usize>> = (0..4).map(|p| it.pass_order(p)).collect();
+    for ord in &orders {
+        let mut s = ord.clone();
+        s.sort();
+        assert_eq!(s, (0..6).collect::<Vec<_>>());
+    }
+    assert!(
+        orders.windows(2).any(|w| w[0] != w[1]),
+        "a new order each pass"
+    );
+    // Ten steps (more than one pass) from two iterators with one seed agree.
+    let a: Vec<_> = gen
+        .flow_from_directory(dir.path(), o.clone())
+        .unwrap()
+        .take(10)
+        .collect();
+    let b: Vec<_> = gen
+        .flow_from_directory(dir.path(), o.clone())
+        .unwrap()
+        .take(10)
+        .collect();
+    for (p, q) in a.iter().zip(&b) {
+        let (p, q) = (p.as_ref().unwrap(), q.as_ref().unwrap());
+        assert_eq!(p.0.values(), q.0.values());
+        assert_eq!(p.1.values(), q.1.values());
+    }
+    // No shuffle: file order, every pass.
+    let o = FlowOptions {
+        shuffle: false,
+        ..o
+    };
+    let it = gen.flow_from_directory(dir.path(), o).unwrap();
+    assert_eq!(it.pass_order(3), (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn prefetch_and_thread_count_do_not_change_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let gen = ImageDataGenerator::new()
+        .rotation_range(30.0)
+        .width_shift_range(0.2)
+        .height_shift_range(0.2)
+        .shear_range(10.0)
+        .zoom_range(0.2)
+        .horizontal_flip(true)
+        .channel_shift_range(10.0)
+        .brightness_range(0.8, 1.2)
+        .rescale(1.0 / 255.0);
+    let run = |threads: usize, prefetch: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let o = FlowOptions {
+            prefetch,
+            ..opts(ClassMode::Categorical)
+        };
+        let it = gen.flow_from_directory(dir.path(), o).unwrap();
+        pool.install(|| {
+            it.take(5)
+                .map(|b| {
+                    let (x, y) = b.unwrap();
+                    (x.values().to_vec(), y.values().to_vec())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let one = run(1, 0);
+    assert_eq!(one, run(2, 0));
+    assert_eq!(one, run(2, 2));
+}
+
+fn image_3x(h: usize, w: usize) -> Vec<f32> {
+    (0..h * w * 3).map(|i| (i * 37 % 251) as f32).collect()
+}
+
+#[test]
+fn identity_flip_and_shift() {
+    let (h, w, c) = (5, 7, 3);
+    let img = image_3x(h, w);
+    let gen = ImageDataGenerator::new();
+    let same = gen.apply_transform(&img, h, w, c, &TransformParams::default());
+    assert_eq!(same, img);
+    let mut rng = Rng::new(1);
+    assert_eq!(gen.random_transform(&img, h, w, c, &mut rng), img);
+
+    let flip = TransformParams {
+        flip_horizontal: true,
+        ..Default::default()
+    };
+    let out = gen.apply_transform(&img, h, w, c, &flip);
+    for r in 0..h {
+        for x in 0..w {
+            for k in 0..c {
+                assert_eq!(out[(r * w + x) * c + k], img[(r * w + (w - 1 - x)) * c + k]);
+            }
+        }
+    }
+    let vflip = TransformParams {
+        flip_vertical: true,
+        ..Default::default()
+    };
+    let out = gen.apply_transform(&img, h, w, c, &vflip);
+    assert_eq!(out[..w * c], img[(h - 1) * w * c..]);
+
+    // ty = 2: output column x takes input column x + 2.
+    let shift = TransformParams {
+        ty: 2.0,
+        ..Default::default()
+    };
+    for (mode, cval) in [(FillMode::Constant, -1.0), (FillMode::Nearest, 0.0)] {
+        let g = ImageDataGenerator::new().fill_mode(mode).cval(cval);
+        let out = g.apply_transform(&img, h, w, c, &shift);
+        for r in 0..h {
+            for x in 0..w {
+                for k in 0..c {
+                    let got = out[(r * w + x) * c + k];
+                    let want = if x + 2 < w {
+                        img[(r * w + x + 2) * c + k]
+                    } else if mode == FillMode::Constant {
+                        -1.0
+                    } else {
+                        img[(r * w + w - 1) * c + k]
+                    };
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "{mode:?} r{r} x{x}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    // tx = -1: output row r takes input row r - 1; wrap brings the last row in.
+    let g = ImageDataGenerator::new().fill_mode(FillMode::Wrap);
+    let out = g.apply_transform(
+        &img,
+        h,
+        w,
+        c,
+        &TransformParams {
+            tx: -1.0,
+            ..Default::default()
+        },
+    );
+    assert_eq!(out[..w * c], img[(h - 1) * w * c..]);
+    assert_eq!(out[w * c..2 * w * c], img[..w * c]);
+    let g = ImageDataGenerator::new().fill_mode(FillMode::Reflect);
+    let out = g.apply_transform(
+        &img,
+        h,
+        w,
+        c,
+        &TransformParams {
+            tx: -1.0,
+            ..Default::default()
+        },
+    );
+    assert_eq!(out[..w * c], img[..w * c]);
+
+    // A draw is reproducible from its seed, and shifts stay in range.
+    let g = ImageDataGenerator::new()
+        .width_shift_range(0.2)
+        .height_shift_range(3.0);
+    let p = g.get_random_transform(h, w, &mut Rng::new(5));
+    assert_eq!(p, g.get_random_transform(h, w, &mut Rng::new(5)));
+    assert!(p.ty.abs() <= 0.2 * w as f64 && p.tx.abs() <= 3.0);
+}
+
+#[test]
+fn corrupt_and_empty_files_are_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    make_folder(dir.path());
+    let gen = ImageDataGenerator::new();
+    let o = FlowOptions {
+        shuffle: false,
+        batch_size: 7,
+        ..opts(ClassMode::Binary)
+    };
+    // A PNG named .jpg is fine: the content decides.
+    std::fs::copy(
+        dir.path().join("cats/cat0.png"),
+        dir.path().join("cats/cat5.jpg"),
+    )
+    .unwrap();
+    let mut it = gen.flow_from_directory(dir.path(), o.clone()).unwrap();
+    assert!(it.next().unwrap().is_ok());
+    drop(it);
+
+    let empty = dir.path().join("cats").join("zero.png");
+    std::fs::write(&empty, b"").unwrap();
+    let mut it = gen.flow_from_directory(dir.path(), o.clone()).unwrap();
+    let err = it.next().unwrap().unwrap_err().to_string();
+    assert!(err.contains("zero.png"), "{err}");
+    assert!(it.next().is_some(), "the iterator goes on");
+    std::fs::remove_file(&empty).unwrap();
+
+    let bytes = std::fs::read(dir.path().join("dogs/dog9.JPG")).unwrap();
+    let truncated = dir.path().join("dogs").join("trunc.jpeg");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let text = dir.path().join("dogs").join("text.png");
+    std::fs::write(&text, "hello, not a png at all").unwrap();
+    for bad in [&truncated, &text] {
+        let r = load_img(bad, Some((4, 4)), ColorMode::Rgb, Interpolation::Nearest);
+        let err = r.unwrap_err().to_string();
+        let name = bad.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn bad_folders_are_clear_errors() {
+    let gen = ImageDataGenerator::new();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    assert!(gen
+        .flow_from_directory(&missing, opts(ClassMode::Binary))
+        .is_err());
+    assert!(gen
+        .flow_from_directory(dir.path(), opts(ClassMode::Binary))
+        .is_err());
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let err = gen
+        .flow_from_directory(dir.path(), opts(ClassMode::Sparse))
+        .unwrap_err();
+    assert!(err.to_string().contains("no image"), "{err}");
+    pattern(4, 4, 0).save(dir.path().join("a/x.png")).unwrap();
+    std::fs::remove_dir(dir.path().join("b")).unwrap();
+    let err = gen
+        .flow_from_directory(dir.path(), opts(ClassMode::Binary))
+        .unwrap_err();
+    assert!(err.to_string().contains("exactly 2"), "{err}");
+    assert!(gen
+        .flow_from_directory(dir.path(), opts(ClassMode::Sparse))
+        .is_ok());
+}
