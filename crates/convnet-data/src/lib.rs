@@ -23,9 +23,11 @@
 pub mod augment;
 pub mod directory;
 pub mod idx;
+pub mod preview;
 
 pub use augment::{FillMode, ImageDataGenerator, TransformParams};
 pub use directory::{ClassMode, ColorMode, DirectoryIterator, FlowOptions, Interpolation};
+pub use preview::augment_preview;
 
 /// What can go wrong reading data. Every message names the file.
 #[derive(Debug, thiserror::Error)]

@@ -424,3 +424,18 @@ fn bad_folders_are_clear_errors() {
         .flow_from_directory(dir.path(), opts(ClassMode::Sparse))
         .is_ok());
 }
+
+#[test]
+fn preview_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.png");
+    pattern(10, 8, 3).save(&src).unwrap();
+    let out = dir.path().join("grid.png");
+    let gen = ImageDataGenerator::new()
+        .rotation_range(40.0)
+        .horizontal_flip(true);
+    convnet_data::augment_preview(&src, &gen, 5, &out).unwrap();
+    let grid = image::open(&out).unwrap();
+    // 5 images: 3 per row, 2 rows, 2-pixel gaps.
+    assert_eq!((grid.width(), grid.height()), (3 * 10 + 2 * 2, 2 * 8 + 2));
+}
