@@ -439,3 +439,27 @@ fn preview_grid() {
     // 5 images: 3 per row, 2 rows, 2-pixel gaps.
     assert_eq!((grid.width(), grid.height()), (3 * 10 + 2 * 2, 2 * 8 + 2));
 }
+
+#[test]
+fn huge_header_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    // A BMP header claiming 100000 x 100000 pixels, 24 bits, and no pixel data.
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&(54u32 + 16).to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&100_000i32.to_le_bytes());
+    bmp.extend_from_slice(&100_000i32.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp.extend_from_slice(&[0; 16]);
+    let path = dir.path().join("huge.bmp");
+    std::fs::write(&path, &bmp).unwrap();
+    let err = load_img(&path, Some((4, 4)), ColorMode::Rgb, Interpolation::Nearest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("huge.bmp") && err.contains("over the limit"), "{err}");
+}
