@@ -461,5 +461,8 @@ fn huge_header_is_refused_before_decoding() {
     let err = load_img(&path, Some((4, 4)), ColorMode::Rgb, Interpolation::Nearest)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("huge.bmp") && err.contains("over the limit"), "{err}");
+    assert!(
+        err.contains("huge.bmp") && err.contains("over the limit"),
+        "{err}"
+    );
 }
