@@ -6,7 +6,7 @@
 //!   activations, batch normalisation, dropout, on plain slices;
 //! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation;
 //! - [`nn`] (`convnet-nn`): Keras-style layers, models, training, weights;
-//! - [`data`] (`convnet-data`): IDX files (and, coming, image folders and augmentation).
+//! - [`data`] (`convnet-data`): image folders with augmentation, IDX files.
 //!
 //! `use convnet::prelude::*;` brings the everyday names into scope.
 
