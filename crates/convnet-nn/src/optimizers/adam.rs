@@ -47,20 +47,10 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    common_accessors!();
+
     fn name(&self) -> &'static str {
         "Adam"
-    }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.learning_rate = lr;
-    }
-
-    fn iterations(&self) -> u64 {
-        self.iterations
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
@@ -85,10 +75,6 @@ impl Optimizer for Adam {
             *w -= alpha * *m / (v.sqrt() + eps);
         }
         Ok(())
-    }
-
-    fn finish_step(&mut self) {
-        self.iterations += 1;
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

@@ -1,5 +1,27 @@
 //! Keras's optimizers, with Keras 3's update rules and defaults.
 
+/// The accessors every optimizer implements the same way, from its
+/// `learning_rate` and `iterations` fields.
+macro_rules! common_accessors {
+    () => {
+        fn learning_rate(&self) -> f32 {
+            self.learning_rate
+        }
+
+        fn set_learning_rate(&mut self, lr: f32) {
+            self.learning_rate = lr;
+        }
+
+        fn iterations(&self) -> u64 {
+            self.iterations
+        }
+
+        fn finish_step(&mut self) {
+            self.iterations += 1;
+        }
+    };
+}
+
 mod adam;
 mod rmsprop;
 mod sgd;

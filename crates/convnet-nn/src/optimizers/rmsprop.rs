@@ -43,20 +43,10 @@ impl RMSprop {
 }
 
 impl Optimizer for RMSprop {
+    common_accessors!();
+
     fn name(&self) -> &'static str {
         "RMSprop"
-    }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.learning_rate = lr;
-    }
-
-    fn iterations(&self) -> u64 {
-        self.iterations
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
@@ -75,10 +65,6 @@ impl Optimizer for RMSprop {
             *w -= lr * g / (*v + eps).sqrt();
         }
         Ok(())
-    }
-
-    fn finish_step(&mut self) {
-        self.iterations += 1;
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

@@ -45,20 +45,10 @@ impl SGD {
 }
 
 impl Optimizer for SGD {
+    common_accessors!();
+
     fn name(&self) -> &'static str {
         "SGD"
-    }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.learning_rate = lr;
-    }
-
-    fn iterations(&self) -> u64 {
-        self.iterations
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
@@ -87,10 +77,6 @@ impl Optimizer for SGD {
             }
         }
         Ok(())
-    }
-
-    fn finish_step(&mut self) {
-        self.iterations += 1;
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {
