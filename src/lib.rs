@@ -7,6 +7,7 @@
 //! - [`autograd`] (`convnet-autograd`): reverse-mode automatic differentiation;
 //! - [`nn`] (`convnet-nn`): Keras-style layers, models, training, weights;
 //! - [`data`] (`convnet-data`): image folders with augmentation, IDX files.
+//! - [`zoo`] (`convnet-zoo`): pretrained architectures (InceptionV3).
 //!
 //! `use convnet::prelude::*;` brings the everyday names into scope.
 
@@ -15,6 +16,7 @@ pub use convnet_data as data;
 pub use convnet_kernels as kernels;
 pub use convnet_nn as nn;
 pub use convnet_tensor as tensor;
+pub use convnet_zoo as zoo;
 
 /// The everyday names.
 pub mod prelude {

@@ -6,14 +6,20 @@
 //!   target, every available target runs.
 
 mod bench;
+mod fetch_data;
+mod fetch_weights;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  bench [target...]   quick benchmarks, one line per figure; targets: {targets}
+  bench [target [options]...]
+                      quick benchmarks, one line per figure; targets: {targets}
                       (no target: all of them)
+  fetch-data          download and unpack the Cats-vs-Dogs images into data/
+  fetch-weights       download Keras's InceptionV3 ImageNet weights and convert
+                      them to safetensors ($CONVNET_HOME, default ~/.cache/convnet)
   help                this message";
 
 fn usage() -> String {
@@ -27,6 +33,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xtask bench: {e}\n\n{}", usage());
+                ExitCode::FAILURE
+            }
+        },
+        Some("fetch-data") => match fetch_data::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask fetch-data: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("fetch-weights") => match fetch_weights::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask fetch-weights: {e}");
                 ExitCode::FAILURE
             }
         },

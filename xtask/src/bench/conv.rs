@@ -17,7 +17,10 @@ const LAYERS: [(&str, [usize; 4], usize); 3] = [
     ("conv3", [32, 36, 36, 64], 128),
 ];
 
-pub fn run() {
+pub fn run(opts: &[String]) -> Result<(), String> {
+    if let Some(o) = opts.first() {
+        return Err(format!("unknown option `{o}`"));
+    }
     for (name, input, f) in LAYERS {
         let g = ConvGeometry::new(input, [3, 3, input[3], f], (1, 1), Padding::Valid)
             .expect("valid geometry");
@@ -49,4 +52,5 @@ pub fn run() {
             3.0 * flops / both / 1e9
         );
     }
+    Ok(())
 }

@@ -3,42 +3,77 @@
 //! repetitions after a warm-up. Not a substitute for the criterion benches,
 //! just a fast way to see where a change lands.
 
+mod basic_cnn;
 mod conv;
+mod data;
+mod inception;
 
 use std::time::Instant;
 
-/// A benchmark target: its name on the command line and what runs it.
+/// A benchmark target: its name on the command line and what runs it with
+/// the options that follow the name (`bench data --dir DIR`).
 struct Target {
     name: &'static str,
-    run: fn(),
+    run: fn(&[String]) -> Result<(), String>,
 }
 
-/// Every target, in the order `cargo xtask bench` runs them. Add
-/// `basic_cnn`, `inception`, ... here.
-const TARGETS: &[Target] = &[Target {
-    name: "conv",
-    run: conv::run,
-}];
+/// Every target, in the order `cargo xtask bench` runs them.
+const TARGETS: &[Target] = &[
+    Target {
+        name: "conv",
+        run: conv::run,
+    },
+    Target {
+        name: "basic_cnn",
+        run: basic_cnn::run,
+    },
+    Target {
+        name: "inception",
+        run: inception::run,
+    },
+    Target {
+        name: "data",
+        run: data::run,
+    },
+];
 
 /// Names of the available targets.
 pub fn target_names() -> Vec<&'static str> {
     TARGETS.iter().map(|t| t.name).collect()
 }
 
-/// Run the named targets (all of them when `names` is empty).
-pub fn run(names: &[String]) -> Result<(), String> {
-    let mut chosen = Vec::new();
-    for name in names {
-        match TARGETS.iter().find(|t| t.name == name) {
-            Some(t) => chosen.push(t),
-            None => return Err(format!("unknown target `{name}`")),
+/// Run the named targets (all of them when none is named). Arguments that
+/// start with `-` after a target's name are that target's options.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut chosen: Vec<(&Target, Vec<String>)> = Vec::new();
+    for arg in args {
+        if arg.starts_with('-') {
+            match chosen.last_mut() {
+                Some((_, opts)) => opts.push(arg.clone()),
+                None => return Err(format!("option `{arg}` before any target")),
+            }
+            continue;
+        }
+        // An option's value (`--dir DIR`) follows its option.
+        if let Some((_, opts)) = chosen.last_mut() {
+            if opts
+                .last()
+                .is_some_and(|o| o.starts_with("--") && !o.contains('='))
+            {
+                opts.push(arg.clone());
+                continue;
+            }
+        }
+        match TARGETS.iter().find(|t| t.name == arg) {
+            Some(t) => chosen.push((t, Vec::new())),
+            None => return Err(format!("unknown target `{arg}`")),
         }
     }
     if chosen.is_empty() {
-        chosen = TARGETS.iter().collect();
+        chosen = TARGETS.iter().map(|t| (t, Vec::new())).collect();
     }
-    for t in chosen {
-        (t.run)();
+    for (t, opts) in chosen {
+        (t.run)(&opts).map_err(|e| format!("{}: {e}", t.name))?;
     }
     Ok(())
 }
