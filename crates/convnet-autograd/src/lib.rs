@@ -29,6 +29,7 @@
 
 mod grad_mode;
 pub mod ops;
+pub mod profile;
 mod tape;
 mod var;
 

@@ -160,7 +160,12 @@ impl Tape {
                 continue;
             };
             let needs: Vec<bool> = node.inputs.iter().map(|&i| live[i]).collect();
-            let input_grads = rule.backward(&g, &needs)?;
+            let section = if crate::profile::enabled() {
+                format!("backward {} {:?}", rule.name(), node.shape)
+            } else {
+                String::new()
+            };
+            let input_grads = crate::profile::timed(&section, || rule.backward(&g, &needs))?;
             drop(g);
             if input_grads.len() != node.inputs.len() {
                 return Err(TensorError::invalid(

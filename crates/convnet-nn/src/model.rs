@@ -409,16 +409,22 @@ impl Model {
                 rng: step_rng.fork(l as u64),
                 updates: &mut updates,
             };
-            let y = layer
-                .forward(&inputs, &params.vars[l], &mut ctx)
-                .map_err(|e| match e {
-                    NnError::Tensor(t) => NnError::Data(format!(
-                        "layer \"{}\" ({}): {t}",
-                        layer.name(),
-                        layer.class_name()
-                    )),
-                    other => other,
-                })?;
+            let section = if convnet_autograd::profile::enabled() {
+                format!("forward {}", layer.name())
+            } else {
+                String::new()
+            };
+            let y = convnet_autograd::profile::timed(&section, || {
+                layer.forward(&inputs, &params.vars[l], &mut ctx)
+            })
+            .map_err(|e| match e {
+                NnError::Tensor(t) => NnError::Data(format!(
+                    "layer \"{}\" ({}): {t}",
+                    layer.name(),
+                    layer.class_name()
+                )),
+                other => other,
+            })?;
             all_updates.extend(updates.into_iter().map(|(w, v)| (l, w, v)));
             values[n] = Some(y);
         }

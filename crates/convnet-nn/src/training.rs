@@ -214,6 +214,7 @@ impl Model {
             running.counted += m.count(loss_kind, pred.value());
         }
         let grads = tape.backward(&loss)?;
+        let optimizer_start = std::time::Instant::now();
         // Collect the gradients, then drop every other handle on the weights
         // so the optimizer updates them in place without a copy.
         let mut collected = Vec::new();
@@ -237,6 +238,7 @@ impl Model {
             }
             compiled.optimizer.finish_step();
         }
+        convnet_autograd::profile::add("optimizer", optimizer_start.elapsed().as_secs_f64());
         self.apply_updates(updates);
         Ok(loss_value)
     }

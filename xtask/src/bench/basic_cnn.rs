@@ -32,14 +32,19 @@ pub fn basic_cnn() -> Result<Model, String> {
     m.add(MaxPooling2D::new((2, 2))).map_err(e)?;
     m.add(Conv2D::new(64, (3, 3)).activation(Relu)).map_err(e)?;
     m.add(MaxPooling2D::new((2, 2))).map_err(e)?;
-    m.add(Conv2D::new(128, (3, 3)).activation(Relu)).map_err(e)?;
+    m.add(Conv2D::new(128, (3, 3)).activation(Relu))
+        .map_err(e)?;
     m.add(MaxPooling2D::new((2, 2))).map_err(e)?;
     m.add(Flatten::new()).map_err(e)?;
     m.add(Dense::new(128).activation(Relu)).map_err(e)?;
     m.add(Dense::new(512).activation(Relu)).map_err(e)?;
     m.add(Dense::new(1).activation(Sigmoid)).map_err(e)?;
-    m.compile(Adam::default(), Loss::BinaryCrossentropy, &[Metric::Accuracy])
-        .map_err(e)?;
+    m.compile(
+        Adam::default(),
+        Loss::BinaryCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .map_err(e)?;
     Ok(m)
 }
 
@@ -101,6 +106,9 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!("basic_cnn predict: {:.1} images/s", BATCH as f64 / predict);
+    if convnet_autograd::profile::enabled() {
+        eprint!("{}", convnet_autograd::profile::report());
+    }
 
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out = Command::new(exe)
