@@ -11,6 +11,15 @@
 //!
 //! `use convnet::prelude::*;` brings the everyday names into scope.
 
+/// With the default `mimalloc` feature, convnet programs allocate through
+/// mimalloc: training frees and reallocates buffers of tens of megabytes
+/// every step, which glibc's malloc returns to the kernel each time (page
+/// faults and zeroing on every step); mimalloc reuses them. Disable default
+/// features to bring your own `#[global_allocator]`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use convnet_autograd as autograd;
 pub use convnet_data as data;
 pub use convnet_kernels as kernels;

@@ -5,6 +5,11 @@
 //!   `conv` (the three convolutions of the basic Cats-vs-Dogs CNN). With no
 //!   target, every available target runs.
 
+/// Same allocator as the `convnet` umbrella crate's default, so the
+/// benchmarks measure what users of `convnet` get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod fetch_data;
 mod fetch_weights;
