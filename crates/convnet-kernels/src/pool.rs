@@ -218,35 +218,36 @@ pub fn max_pool2d_backward(
         dx.fill(0.0);
         return Ok(());
     }
-    if let Some(&bad) = argmax
-        .iter()
-        .find(|&&a| a != u32::MAX && a as usize >= dx.len())
-    {
-        return Err(TensorError::invalid(
-            op,
-            format!("argmax index {bad} is outside the input"),
-        ));
-    }
-    let body = |(img, dxi): (usize, &mut [f32])| {
+    // Each image's indices must fall inside that image; one found outside
+    // (a caller bug) is reported after the pass, which skips it.
+    let body = |(img, dxi): (usize, &mut [f32])| -> std::result::Result<(), u32> {
         dxi.fill(0.0);
         let base = img * in_img;
         let (d, a) = (
             &dy[img * out_img..(img + 1) * out_img],
             &argmax[img * out_img..(img + 1) * out_img],
         );
+        let mut bad = None;
         for (&d, &a) in d.iter().zip(a) {
-            // An argmax from another image would be a caller bug; skip it.
-            if let Some(slot) = (a as usize).checked_sub(base).and_then(|i| dxi.get_mut(i)) {
-                *slot += d;
+            match (a as usize).checked_sub(base).and_then(|i| dxi.get_mut(i)) {
+                Some(slot) => *slot += d,
+                None if a != u32::MAX => bad = Some(a),
+                None => {}
             }
         }
+        bad.map_or(Ok(()), Err)
     };
-    if dx.len() < 1 << 15 {
-        dx.chunks_mut(in_img).enumerate().for_each(body);
+    let checked = if dx.len() < 1 << 15 {
+        dx.chunks_mut(in_img).enumerate().try_for_each(body)
     } else {
-        dx.par_chunks_mut(in_img).enumerate().for_each(body);
-    }
-    Ok(())
+        dx.par_chunks_mut(in_img).enumerate().try_for_each(body)
+    };
+    checked.map_err(|bad| {
+        TensorError::invalid(
+            op,
+            format!("argmax index {bad} is outside its image in the input"),
+        )
+    })
 }
 
 /// Average pooling; padded cells are excluded from the count (TensorFlow's rule).

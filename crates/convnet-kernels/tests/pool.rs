@@ -500,3 +500,16 @@ fn max_pool_refuses_inputs_beyond_u32_indices() {
         .to_string();
     assert!(e.contains("MaxPooling2D"), "{e}");
 }
+
+#[test]
+fn max_pool_backward_refuses_an_argmax_from_another_image() {
+    let g = PoolGeometry::new([2, 2, 2, 1], (2, 2), (2, 2), Padding::Valid).unwrap();
+    let dy = [1.0f32, 2.0];
+    let mut dx = [0.0f32; 8];
+    // Image 0's output points into image 1's pixels.
+    let err = max_pool2d_backward(&g, &dy, &[5, 6], &mut dx).unwrap_err();
+    assert!(err.to_string().contains("argmax index 5"), "{err}");
+    // In-range indices, summed into their cells.
+    max_pool2d_backward(&g, &dy, &[3, 4], &mut dx).unwrap();
+    assert_eq!(dx, [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0]);
+}

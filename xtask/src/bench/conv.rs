@@ -42,6 +42,14 @@ pub fn run(opts: &[String]) -> Result<(), String> {
             conv2d_forward(&g, &x, &w, Some(&b), Epilogue::Relu, &mut y).unwrap();
         });
         println!("{name} forward: {:.1} GFLOP/s", flops / fwd / 1e9);
+        let bf = median_secs(2, reps, || {
+            conv2d_backward_filter(&g, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+        });
+        println!("{name} backward filter: {:.1} GFLOP/s", flops / bf / 1e9);
+        let bi = median_secs(2, reps, || {
+            conv2d_backward_input(&g, &dy, &w, &mut dx).unwrap();
+        });
+        println!("{name} backward input: {:.1} GFLOP/s", flops / bi / 1e9);
         let both = median_secs(2, reps, || {
             conv2d_forward(&g, &x, &w, Some(&b), Epilogue::Relu, &mut y).unwrap();
             conv2d_backward_input(&g, &dy, &w, &mut dx).unwrap();

@@ -4,6 +4,7 @@
 //! convolution backprop, after masking `dy` by the ReLU if fused:
 //! `dx = col2im(dy w^T)` and `dw = im2col(x)^T dy`, `db = sum(dy)`.
 
+use convnet_kernels::activation::relu_backward;
 use convnet_kernels::conv::{
     conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
 };
@@ -29,15 +30,10 @@ impl Backward for Conv2dBackward {
 
     fn backward(&self, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let dy = match &self.relu_out {
-            Some(y) => {
-                let (yv, dyv) = (y.values(), dy.values());
-                let masked: Vec<f32> = yv
-                    .iter()
-                    .zip(dyv.iter())
-                    .map(|(&y, &d)| if y > 0.0 { d } else { 0.0 })
-                    .collect();
-                Tensor::from_vec(dy.shape(), masked)?
-            }
+            // The fused ReLU's mask, in parallel chunks.
+            Some(y) => fill(dy.shape(), |masked| {
+                relu_backward(&y.values(), &dy.values(), masked)
+            })?,
             None => dy.clone(),
         };
         let dyv = dy.values();

@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use convnet_tensor::Tensor;
 
-use super::{check_grad, check_lr, Optimizer, Slots};
+use super::{check_grad, check_lr, Optimizer, Slots, CHUNK};
 use crate::Result;
 
 /// Keras's `Adam` (defaults: learning rate 1e-3, beta_1 0.9, beta_2 0.999,
@@ -63,17 +65,20 @@ impl Optimizer for Adam {
         let (m_slot, v_slot) = slots.split_at_mut(1);
         let (m, v) = (m_slot[0].as_slice_mut(), v_slot[0].as_slice_mut());
         let g = grad.values();
-        for (((w, &g), m), v) in param
+        // Element-wise, so chunks in parallel give the same bits as a loop.
+        param
             .as_slice_mut()
-            .iter_mut()
-            .zip(g.iter())
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-        {
-            *m += (g - *m) * (1.0 - b1);
-            *v += (g * g - *v) * (1.0 - b2);
-            *w -= alpha * *m / (v.sqrt() + eps);
-        }
+            .par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((w, g), m), v)| {
+                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+                    *m += (g - *m) * (1.0 - b1);
+                    *v += (g * g - *v) * (1.0 - b2);
+                    *w -= alpha * *m / (v.sqrt() + eps);
+                }
+            });
         Ok(())
     }
 

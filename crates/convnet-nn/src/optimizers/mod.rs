@@ -36,6 +36,11 @@ use convnet_tensor::Tensor;
 
 use crate::{NnError, Result};
 
+/// Elements per parallel task of an element-wise update: large enough that
+/// small weights run in one task, small enough that a big dense kernel is
+/// split across the cores.
+pub(crate) const CHUNK: usize = 1 << 16;
+
 /// An optimizer: updates each trainable weight from its gradient, keeping
 /// per-weight state (slots) keyed by the weight's name.
 pub trait Optimizer {

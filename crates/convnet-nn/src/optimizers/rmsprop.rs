@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use convnet_tensor::Tensor;
 
-use super::{check_grad, check_lr, Optimizer, Slots};
+use super::{check_grad, check_lr, Optimizer, Slots, CHUNK};
 use crate::Result;
 
 /// Keras's `RMSprop` (defaults: learning rate 1e-3, rho 0.9, epsilon 1e-7,
@@ -55,15 +57,18 @@ impl Optimizer for RMSprop {
         let (lr, rho, eps) = (self.learning_rate, self.rho, self.epsilon);
         let v = self.slots.get_or_init(key, param.shape(), 1)[0].as_slice_mut();
         let g = grad.values();
-        for ((w, &g), v) in param
+        // Element-wise, so chunks in parallel give the same bits as a loop.
+        param
             .as_slice_mut()
-            .iter_mut()
-            .zip(g.iter())
-            .zip(v.iter_mut())
-        {
-            *v = rho * *v + (1.0 - rho) * g * g;
-            *w -= lr * g / (*v + eps).sqrt();
-        }
+            .par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|((w, g), v)| {
+                for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                    *v = rho * *v + (1.0 - rho) * g * g;
+                    *w -= lr * g / (*v + eps).sqrt();
+                }
+            });
         Ok(())
     }
 
