@@ -101,6 +101,7 @@ fn main() {
                     tile_rows: rows,
                     direct,
                     simd: true,
+                    ..d
                 });
             }
         }

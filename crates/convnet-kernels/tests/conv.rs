@@ -155,8 +155,8 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Every tuning worth checking for `g`: the default, tiny tiles (several
-/// tiles per image, tiles straddling images), and each with the direct and
-/// SIMD paths off.
+/// tiles per image, tiles straddling images), each with the direct and
+/// SIMD paths off, and Winograd forced on.
 fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
     let d = Tuning::for_geometry(g);
     let mut out = vec![d];
@@ -166,9 +166,19 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
                 tile_rows,
                 direct,
                 simd,
+                winograd: false,
+                winograd_input: false,
+                winograd_filter: false,
             });
         }
     }
+    // Winograd wherever it applies (3x3 stride 1), whatever the sizes.
+    out.push(Tuning {
+        winograd: true,
+        winograd_input: true,
+        winograd_filter: true,
+        ..d
+    });
     out
 }
 
@@ -234,6 +244,38 @@ proptest! {
         let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
         check_all(&g, bias, epilogue, seed);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// 3x3 stride 1, the Winograd path's shapes: odd and even sizes (tiles
+    /// past the edges), every padding, channel counts on both sides of
+    /// the size where the default tuning switches to Winograd.
+    #[test]
+    fn winograd_shapes_match_naive(
+        n in 1usize..=2, h in 3usize..=11, w in 3usize..=11, c in 1usize..=20,
+        f in 1usize..=20, padding in padding_strategy(), bias: bool, relu: bool,
+        seed in 0u64..1000,
+    ) {
+        let Ok(g) = ConvGeometry::new([n, h, w, c], [3, 3, c, f], (1, 1), padding) else {
+            return Ok(());
+        };
+        let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
+        check_all(&g, bias, epilogue, seed);
+    }
+}
+
+#[test]
+fn winograd_is_the_default_for_wide_3x3_layers() {
+    let g = geometry([1, 8, 8, 16], [3, 3, 16], (1, 1), Padding::Same);
+    assert!(Tuning::for_geometry(&g).winograd);
+    let g = geometry([1, 8, 8, 64], [3, 3, 128], (1, 1), Padding::Valid);
+    assert!(Tuning::for_geometry(&g).winograd_filter);
+    let g = geometry([1, 8, 8, 3], [3, 3, 32], (1, 1), Padding::Same);
+    assert!(!Tuning::for_geometry(&g).winograd);
+    let g = geometry([1, 8, 8, 16], [3, 3, 16], (2, 2), Padding::Same);
+    assert!(!Tuning::for_geometry(&g).winograd);
 }
 
 fn geometry(

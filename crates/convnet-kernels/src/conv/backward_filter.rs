@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::{im2col::im2col_tile, ConvGeometry, Tuning, FILTER_PARTIALS};
+use super::{im2col::im2col_tile, winograd, ConvGeometry, Tuning, FILTER_PARTIALS};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Filter (and bias) gradient; lengths already checked.
@@ -19,6 +19,10 @@ pub(super) fn run(
     dbias: Option<&mut [f32]>,
     tuning: Tuning,
 ) {
+    if tuning.winograd_filter && winograd::fits(g) {
+        winograd::backward_filter(g, input, dy, dkernel, dbias);
+        return;
+    }
     let (k, f, rows) = (g.patch_len(), g.f, g.rows());
     let tile = tuning.tile_rows.max(1);
     let tiles = rows.div_ceil(tile);

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::{im2col::col2im_tile, ConvGeometry, Tuning};
+use super::{im2col::col2im_tile, winograd, ConvGeometry, Tuning};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Input gradient; lengths already checked.
@@ -13,6 +13,10 @@ pub(super) fn run(g: &ConvGeometry, dy: &[f32], kernel: &[f32], dx: &mut [f32], 
     let (k, f) = (g.patch_len(), g.f);
     let (img_in, per_img) = (g.h * g.w * g.c, g.oh * g.ow);
     if dx.is_empty() {
+        return;
+    }
+    if tuning.winograd_input && winograd::fits(g) {
+        winograd::backward_input(g, dy, kernel, dx);
         return;
     }
     let tile = tuning.tile_rows.max(1);

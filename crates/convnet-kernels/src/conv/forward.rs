@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{direct, im2col::im2col_tile, ConvGeometry, Epilogue, Tuning};
+use super::{direct, im2col::im2col_tile, winograd, ConvGeometry, Epilogue, Tuning};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Add the bias and apply the epilogue to output rows `out` (`rows x f`).
@@ -35,6 +35,10 @@ pub(super) fn run(
 ) {
     let (k, f) = (g.patch_len(), g.f);
     if out.is_empty() {
+        return;
+    }
+    if tuning.winograd && winograd::fits(g) {
+        winograd::forward(g, input, kernel, bias, epilogue, out);
         return;
     }
     if tuning.direct && direct::applies(g) {

@@ -18,6 +18,7 @@ mod direct;
 mod forward;
 mod im2col;
 mod simd;
+mod winograd;
 
 use crate::{Padding, Pads, Result, TensorError};
 
@@ -201,6 +202,13 @@ pub struct Tuning {
     /// Let the direct kernel use the CPU's vector extensions when present
     /// (`false`: the portable code only).
     pub simd: bool,
+    /// Use Winograd F(2x2, 3x3) for the forward pass of 3x3 stride-1
+    /// convolutions.
+    pub winograd: bool,
+    /// The same for the input gradient.
+    pub winograd_input: bool,
+    /// The same for the filter gradient.
+    pub winograd_filter: bool,
 }
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
@@ -216,10 +224,14 @@ impl Tuning {
     pub fn for_geometry(g: &ConvGeometry) -> Self {
         let k = g.patch_len().max(1);
         let tile_rows = (TILE_BYTES / (4 * k)).clamp(64, 4096);
+        let (winograd, winograd_input, winograd_filter) = winograd::default_passes(g);
         Tuning {
             tile_rows,
             direct: true,
             simd: true,
+            winograd,
+            winograd_input,
+            winograd_filter,
         }
     }
 }
