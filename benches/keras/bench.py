@@ -10,8 +10,9 @@ batch 32, 150x150x3, on in-memory random data (as ours). Peak memory is the
 process's VmHWM after building and training the basic CNN in a fresh
 interpreter (`--memory-child`). `augmented` times one epoch of the mission's
 second program (100 steps x 32 from a JPEG folder through ImageDataGenerator
-with shift/shear/zoom 0.2); it needs `--dir DIR` (a Kaggle-layout folder with
-`train/`).
+with shift/shear/zoom 0.2) from `--dir DIR` (a Kaggle-layout folder), by
+default data/cats_and_dogs_filtered when fetched, else the bundled
+data/sample, as `cargo xtask bench augmented` does.
 """
 import os
 import subprocess
@@ -130,15 +131,17 @@ def main(args):
         folder = args[i + 1]
         del args[i:i + 2]
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
-    targets = args or ["basic_cnn", "inception"] + (["augmented"] if folder else [])
+    if folder is None:
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        fetched = os.path.join(root, "data", "cats_and_dogs_filtered")
+        folder = fetched if os.path.isdir(fetched) else os.path.join(root, "data", "sample")
+    targets = args or ["basic_cnn", "inception", "augmented"]
     for t in targets:
         if t == "basic_cnn":
             bench_basic_cnn()
         elif t == "inception":
             bench_inception()
         elif t == "augmented":
-            if not folder:
-                sys.exit("augmented needs --dir DIR")
             bench_augmented(folder)
         else:
             sys.exit(f"unknown target {t}")

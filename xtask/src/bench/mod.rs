@@ -3,10 +3,12 @@
 //! repetitions after a warm-up. Not a substitute for the criterion benches,
 //! just a fast way to see where a change lands.
 
+mod augmented;
 mod basic_cnn;
 mod conv;
 mod data;
 mod inception;
+mod keras;
 
 use std::time::Instant;
 
@@ -35,7 +37,14 @@ const TARGETS: &[Target] = &[
         name: "data",
         run: data::run,
     },
+    Target {
+        name: "augmented",
+        run: augmented::run,
+    },
 ];
+
+/// Targets with a Keras counterpart in `benches/keras/bench.py`.
+const KERAS_TARGETS: &[&str] = &["basic_cnn", "inception", "augmented"];
 
 /// Names of the available targets.
 pub fn target_names() -> Vec<&'static str> {
@@ -45,6 +54,13 @@ pub fn target_names() -> Vec<&'static str> {
 /// Run the named targets (all of them when none is named). Arguments that
 /// start with `-` after a target's name are that target's options.
 pub fn run(args: &[String]) -> Result<(), String> {
+    let against_keras = args.iter().any(|a| a == "--against-keras");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--against-keras")
+        .cloned()
+        .collect();
+    let args = args.as_slice();
     let mut chosen: Vec<(&Target, Vec<String>)> = Vec::new();
     for arg in args {
         if arg.starts_with('-') {
@@ -71,6 +87,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if chosen.is_empty() {
         chosen = TARGETS.iter().map(|t| (t, Vec::new())).collect();
+    }
+    if against_keras {
+        return keras::against_keras(
+            &chosen
+                .iter()
+                .filter(|(t, _)| KERAS_TARGETS.contains(&t.name))
+                .map(|(t, o)| (t.name, o.clone()))
+                .collect::<Vec<_>>(),
+        );
     }
     for (t, opts) in chosen {
         (t.run)(&opts).map_err(|e| format!("{}: {e}", t.name))?;
