@@ -18,6 +18,14 @@ pub trait Backward {
     /// says whether input `i` wants one; return `None` where it does not, and
     /// skip the work.
     fn backward(&self, grad_output: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>>;
+
+    /// [`Backward::backward`] given the gradient by value, which the tape
+    /// no longer needs: a rule that can reuse its buffer (a mask applied in
+    /// place) overrides this and saves an allocation the size of the
+    /// output. The default borrows it.
+    fn backward_owned(&self, grad_output: Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        self.backward(&grad_output, needs)
+    }
 }
 
 struct Node {
@@ -165,8 +173,7 @@ impl Tape {
             } else {
                 String::new()
             };
-            let input_grads = crate::profile::timed(&section, || rule.backward(&g, &needs))?;
-            drop(g);
+            let input_grads = crate::profile::timed(&section, || rule.backward_owned(g, &needs))?;
             if input_grads.len() != node.inputs.len() {
                 return Err(TensorError::invalid(
                     rule.name(),

@@ -134,6 +134,22 @@ impl<B: Backward> Backward for SkipConstants<B> {
     }
 
     fn backward(&self, grad_output: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let grads = self.inner.backward(grad_output, &self.full_needs(needs))?;
+        Ok(self.recorded_only(grads))
+    }
+
+    fn backward_owned(&self, grad_output: Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let grads = self
+            .inner
+            .backward_owned(grad_output, &self.full_needs(needs))?;
+        Ok(self.recorded_only(grads))
+    }
+}
+
+impl<B> SkipConstants<B> {
+    /// `needs` of the recorded inputs, widened to every input (constants
+    /// need nothing).
+    fn full_needs(&self, needs: &[bool]) -> Vec<bool> {
         let mut full_needs = Vec::with_capacity(self.n_inputs);
         let mut it = needs.iter();
         for i in 0..self.n_inputs {
@@ -143,12 +159,16 @@ impl<B: Backward> Backward for SkipConstants<B> {
                 full_needs.push(*it.next().unwrap_or(&false));
             }
         }
-        let grads = self.inner.backward(grad_output, &full_needs)?;
-        Ok(grads
+        full_needs
+    }
+
+    /// The gradients of the recorded inputs only.
+    fn recorded_only(&self, grads: Vec<Option<Tensor>>) -> Vec<Option<Tensor>> {
+        grads
             .into_iter()
             .enumerate()
             .filter(|(i, _)| !self.constant_slots.contains(i))
             .map(|(_, g)| g)
-            .collect())
+            .collect()
     }
 }

@@ -65,6 +65,25 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// [`relu_backward`] in place: `d[i] = 0` where `y[i] <= 0` (the gradient
+/// buffer is reused, no new one).
+pub fn relu_backward_in_place(y: &[f32], d: &mut [f32]) -> Result<()> {
+    check("relu backward", &[("dy", d.len())], y.len())?;
+    let mask = |d: &mut [f32], y: &[f32]| {
+        d.iter_mut()
+            .zip(y)
+            .for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 })
+    };
+    if y.len() < 2 * CHUNK {
+        mask(d, y);
+    } else {
+        d.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK))
+            .for_each(|(d, y)| mask(d, y));
+    }
+    Ok(())
+}
+
 /// The logistic function, without overflow for large `|x|`.
 #[inline]
 fn sigmoid(x: f32) -> f32 {

@@ -4,7 +4,7 @@
 //! convolution backprop, after masking `dy` by the ReLU if fused:
 //! `dx = col2im(dy w^T)` and `dw = im2col(x)^T dy`, `db = sum(dy)`.
 
-use convnet_kernels::activation::relu_backward;
+use convnet_kernels::activation::{relu_backward, relu_backward_in_place};
 use convnet_kernels::conv::{
     conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
 };
@@ -36,6 +36,21 @@ impl Backward for Conv2dBackward {
             })?,
             None => dy.clone(),
         };
+        self.gradients(&dy, needs)
+    }
+
+    fn backward_owned(&self, mut dy: Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if let Some(y) = &self.relu_out {
+            // Masked in place: no second buffer the size of the output.
+            relu_backward_in_place(&y.values(), dy.as_slice_mut())?;
+        }
+        self.gradients(&dy, needs)
+    }
+}
+
+impl Conv2dBackward {
+    /// The gradients from `dy`, already masked by the fused ReLU.
+    fn gradients(&self, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let dyv = dy.values();
         let dx = if needs[0] {
             Some(fill(&self.g.input_shape(), |dx| {
