@@ -146,7 +146,7 @@ impl Tape {
         }
         // Take the nodes out so backward rules may run while the tape is
         // borrowed by nobody; the tape is spent afterwards.
-        let nodes = std::mem::take(&mut self.inner.borrow_mut().nodes);
+        let mut nodes = std::mem::take(&mut self.inner.borrow_mut().nodes);
         let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
         grads[root] = Some(grad);
         // Which nodes lead to the root at all.
@@ -161,9 +161,12 @@ impl Tape {
         }
         let mut leaves = HashMap::new();
         for id in (0..=root).rev() {
+            // Each rule is dropped once it has run, and with it what it
+            // saved from the forward pass: memory falls as backward goes.
+            let rule = nodes[id].op.take();
             let node = &nodes[id];
             let Some(g) = grads[id].take() else { continue };
-            let Some(rule) = &node.op else {
+            let Some(rule) = rule else {
                 leaves.insert(id, g);
                 continue;
             };
