@@ -5,10 +5,9 @@
 //!   `conv` (the three convolutions of the basic Cats-vs-Dogs CNN). With no
 //!   target, every available target runs.
 
-/// Same allocator as the `convnet` umbrella crate's default, so the
-/// benchmarks measure what users of `convnet` get.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The `convnet` umbrella crate's global allocator (its default `mimalloc`
+// feature), so the benchmarks measure what users of `convnet` get.
+use convnet as _;
 
 mod bench;
 mod fetch_data;

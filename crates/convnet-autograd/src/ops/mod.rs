@@ -17,10 +17,27 @@ pub use convnet_kernels::conv::Epilogue;
 pub use convnet_kernels::Padding;
 
 use convnet_tensor::{Result, Tensor};
+use rayon::iter::ParallelExtend;
 
 /// Run a kernel that fills a fresh buffer of `shape`, and wrap the result.
 pub(crate) fn fill(shape: &[usize], f: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<Tensor> {
-    let mut out = vec![0.0f32; shape.iter().product()];
+    let mut out = zeros(shape.iter().product());
     f(&mut out)?;
     Tensor::from_vec(shape, out)
+}
+
+/// Elements from which a fresh buffer is zeroed by all threads.
+const PARALLEL_ZEROS: usize = 1 << 18;
+
+/// A zeroed buffer of `n` floats. Large ones are written by every thread
+/// in parallel: zeroing (and the kernel's first touch of fresh pages) of an
+/// output of tens of megabytes otherwise runs on one core while the others
+/// wait.
+fn zeros(n: usize) -> Vec<f32> {
+    if n < PARALLEL_ZEROS {
+        return vec![0.0f32; n];
+    }
+    let mut out = Vec::with_capacity(n);
+    out.par_extend(rayon::iter::repeat_n(0.0f32, n));
+    out
 }
