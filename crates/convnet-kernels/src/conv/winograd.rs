@@ -188,24 +188,54 @@ fn transform_input(
             let blk = blocks.next().unwrap_or_default();
             &mut blk[n * c..(n + 1) * c]
         });
-        for ch in 0..c {
-            let e = |i: usize, j: usize| d[i][j][ch];
-            // tmp = Bᵀ d, then V = tmp B.
-            let mut tmp = [[0.0f32; 4]; 4];
-            for j in 0..4 {
-                tmp[0][j] = e(0, j) - e(2, j);
-                tmp[1][j] = e(1, j) + e(2, j);
-                tmp[2][j] = e(2, j) - e(1, j);
-                tmp[3][j] = e(1, j) - e(3, j);
+        // Eight channels at a time as fixed-size arrays (which the compiler
+        // keeps in vector registers), then the remainder one by one.
+        let mut ch = 0;
+        while ch + LANES <= c {
+            let e: [[[f32; LANES]; 4]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| std::array::from_fn(|l| d[i][j][ch + l]))
+            });
+            let v = input_points(&e);
+            for (p, out) in v.iter().enumerate() {
+                dst[p][ch..ch + LANES].copy_from_slice(out);
             }
-            for (i, r) in tmp.iter().enumerate() {
-                dst[i * 4][ch] = r[0] - r[2];
-                dst[i * 4 + 1][ch] = r[1] + r[2];
-                dst[i * 4 + 2][ch] = r[2] - r[1];
-                dst[i * 4 + 3][ch] = r[1] - r[3];
+            ch += LANES;
+        }
+        for ch in ch..c {
+            let e: [[[f32; 1]; 4]; 4] =
+                std::array::from_fn(|i| std::array::from_fn(|j| [d[i][j][ch]]));
+            let v = input_points(&e);
+            for (p, out) in v.iter().enumerate() {
+                dst[p][ch] = out[0];
             }
         }
     }
+}
+
+/// Channels per step of the input transform.
+const LANES: usize = 8;
+
+/// `V = Bᵀ d B` for `L` channels at once: `e[i][j]` is the tile's pixel
+/// `(i, j)`; returns the 16 points, row-major.
+#[inline(always)]
+fn input_points<const L: usize>(e: &[[[f32; L]; 4]; 4]) -> [[f32; L]; P] {
+    let lanes = |f: &dyn Fn(usize) -> f32| -> [f32; L] { std::array::from_fn(f) };
+    // tmp = Bᵀ d (rows), then V = tmp B (columns).
+    let mut tmp = [[[0.0f32; L]; 4]; 4];
+    for j in 0..4 {
+        tmp[0][j] = lanes(&|l| e[0][j][l] - e[2][j][l]);
+        tmp[1][j] = lanes(&|l| e[1][j][l] + e[2][j][l]);
+        tmp[2][j] = lanes(&|l| e[2][j][l] - e[1][j][l]);
+        tmp[3][j] = lanes(&|l| e[1][j][l] - e[3][j][l]);
+    }
+    let mut v = [[0.0f32; L]; P];
+    for (i, r) in tmp.iter().enumerate() {
+        v[i * 4] = lanes(&|l| r[0][l] - r[2][l]);
+        v[i * 4 + 1] = lanes(&|l| r[1][l] + r[2][l]);
+        v[i * 4 + 2] = lanes(&|l| r[2][l] - r[1][l]);
+        v[i * 4 + 3] = lanes(&|l| r[1][l] - r[3][l]);
+    }
+    v
 }
 
 /// Forward convolution; lengths already checked, `fits(g)` true.
