@@ -12,6 +12,7 @@ use convnet as _;
 mod bench;
 mod fetch_data;
 mod fetch_weights;
+mod fuzz;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,9 @@ commands:
   fetch-data          download and unpack the Cats-vs-Dogs images into data/
   fetch-weights       download Keras's InceptionV3 ImageNet weights and convert
                       them to safetensors ($CONVNET_HOME, default ~/.cache/convnet)
+  fuzz [--time S] [target...]
+                      run the cargo-fuzz targets (safetensors, idx, image), S seconds
+                      each (default 600); needs nightly and cargo-fuzz
   help                this message";
 
 fn usage() -> String {
@@ -51,6 +55,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xtask fetch-weights: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("fuzz") => match fuzz::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask fuzz: {e}");
                 ExitCode::FAILURE
             }
         },
