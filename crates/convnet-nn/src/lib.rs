@@ -41,6 +41,7 @@ mod progress;
 mod summary;
 mod training;
 mod weights;
+pub use weights::non_finite_report;
 
 pub use activations::Activation;
 pub use error::{NnError, Result};

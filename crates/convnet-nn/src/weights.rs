@@ -66,9 +66,17 @@ impl Model {
     /// Keras). Every weight of the model must be present with its shape;
     /// every mismatch (missing, unexpected, wrong shape) is reported by
     /// name. f16 and bf16 files are widened to f32.
+    ///
+    /// Weights holding NaN or infinity load (they may be intended) but
+    /// each such tensor is reported on stderr with its count, naming the
+    /// file; [`non_finite_report`] gives the same list.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
         let file = safetensors::load(path)?;
-        self.check_weight_names(&file, &path.display().to_string())?;
+        let shown = path.display().to_string();
+        self.check_weight_names(&file, &shown)?;
+        for line in non_finite_report(&file.tensors) {
+            eprintln!("warning: {shown}: {line}");
+        }
         self.set_weights(&file.tensors)
     }
 
@@ -104,6 +112,25 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// One line per tensor holding NaN or infinite values:
+/// `"conv2d/kernel": 3 NaN, 1 infinite of 864 values`.
+pub fn non_finite_report(tensors: &[(String, Tensor)]) -> Vec<String> {
+    tensors
+        .iter()
+        .filter_map(|(name, t)| {
+            let values = t.values();
+            let nan = values.iter().filter(|v| v.is_nan()).count();
+            let inf = values.iter().filter(|v| v.is_infinite()).count();
+            (nan + inf > 0).then(|| {
+                format!(
+                    "\"{name}\": {nan} NaN, {inf} infinite of {} values",
+                    values.len()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Prefix of optimizer slots in a checkpoint file.

@@ -151,3 +151,70 @@ fn checkpoint_resumes_training_exactly() {
     assert_eq!(a.get_weights(), b.get_weights());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn non_finite_weights_are_reported_by_name() {
+    let good = Tensor::ones(&[2, 2]);
+    let bad = Tensor::from_vec(&[3], vec![f32::NAN, 1.0, f32::INFINITY]).unwrap();
+    let report = convnet_nn::non_finite_report(&[
+        ("dense/kernel".to_string(), good),
+        ("dense/bias".to_string(), bad),
+    ]);
+    assert_eq!(
+        report,
+        vec!["\"dense/bias\": 1 NaN, 1 infinite of 3 values".to_string()]
+    );
+}
+
+/// The child half of the test below: save checkpoints to the path in
+/// `CONVNET_KILL_SAVE` until killed.
+fn save_until_killed(path: &str) -> ! {
+    clear_session();
+    let mut m = Sequential::new(&[32, 32, 3]);
+    m.add(Conv2D::new(64, (3, 3))).unwrap();
+    m.add(Flatten::new()).unwrap();
+    // About 15 MB of weights: a save takes long enough to be killed in.
+    m.add(Dense::new(64)).unwrap();
+    loop {
+        m.save_checkpoint(std::path::Path::new(path)).unwrap();
+    }
+}
+
+#[test]
+fn a_process_killed_while_saving_leaves_a_readable_checkpoint() {
+    if let Ok(path) = std::env::var("CONVNET_KILL_SAVE") {
+        save_until_killed(&path);
+    }
+    clear_session();
+    let dir = tmp("killed");
+    let path = dir.join("checkpoint.safetensors");
+    // A first whole checkpoint, from the child itself (killed once the file
+    // exists).
+    for delay_ms in [0u64, 37, 110, 260, 500] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_process_killed_while_saving_leaves_a_readable_checkpoint",
+                "--nocapture",
+            ])
+            .env("CONVNET_KILL_SAVE", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for a first complete file, then kill at some point of a
+        // later save.
+        let start = std::time::Instant::now();
+        while !path.exists() && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let file = safetensors::load(&path)
+            .unwrap_or_else(|e| panic!("after a kill at +{delay_ms} ms: {e}"));
+        assert!(file.tensors.iter().any(|(k, _)| k == "dense/kernel"));
+        // No temporary file is mistaken for the checkpoint; stray ones from
+        // the killed save may remain beside it, never in its place.
+    }
+}
