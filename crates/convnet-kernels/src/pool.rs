@@ -139,9 +139,36 @@ pub fn max_pool2d_forward(
     if in_img == 0 || out_img == 0 {
         return Ok(());
     }
+    // The common case (2x2 windows, stride 2, no padding): four cells,
+    // all inside, compared channel vector by channel vector.
+    let two_by_two = (g.ph, g.pw, g.sh, g.sw) == (2, 2, 2, 2) && g.pads == Pads::default();
     let body = |(img, (out, arg)): (usize, (&mut [f32], &mut [u32]))| {
         let xi = &x[img * in_img..(img + 1) * in_img];
         let base = (img * in_img) as u32;
+        if two_by_two {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let p00 = (2 * oy * g.w + 2 * ox) * c;
+                    let cells = [p00, p00 + c, p00 + g.w * c, p00 + (g.w + 1) * c];
+                    let v: [&[f32]; 4] = cells.map(|p| &xi[p..p + c]);
+                    let at = (oy * g.ow + ox) * c;
+                    let (o, a) = (&mut out[at..at + c], &mut arg[at..at + c]);
+                    for ch in 0..c {
+                        // Row-major window order; the first maximum wins.
+                        let (mut m, mut k) = (v[0][ch], 0);
+                        for (cell, vals) in v.iter().enumerate().skip(1) {
+                            if vals[ch] > m {
+                                m = vals[ch];
+                                k = cell;
+                            }
+                        }
+                        o[ch] = m;
+                        a[ch] = base + (cells[k] + ch) as u32;
+                    }
+                }
+            }
+            return;
+        }
         for oy in 0..g.oh {
             let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
             for ox in 0..g.ow {

@@ -513,3 +513,27 @@ fn max_pool_backward_refuses_an_argmax_from_another_image() {
     max_pool2d_backward(&g, &dy, &[3, 4], &mut dx).unwrap();
     assert_eq!(dx, [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The 2x2 stride-2 fast path (odd sizes drop the last row/column, as
+    /// Keras's valid pooling does), with ties to test the first-wins rule.
+    #[test]
+    fn two_by_two_matches_naive(
+        n in 1usize..3, h in 2usize..9, w in 2usize..9, c in 1usize..20, ties: bool,
+        seed in 0u64..1000,
+    ) {
+        let g = PoolGeometry::new([n, h, w, c], (2, 2), (2, 2), Padding::Valid).unwrap();
+        let mut x = values(n * h * w * c, seed);
+        if ties {
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        }
+        let (want_y, want_arg) = naive_max(&g, &x);
+        let mut y = vec![f32::NAN; want_y.len()];
+        let mut arg = vec![0u32; want_y.len()];
+        max_pool2d_forward(&g, &x, &mut y, &mut arg).unwrap();
+        prop_assert_eq!(y, want_y);
+        prop_assert_eq!(arg, want_arg);
+    }
+}
