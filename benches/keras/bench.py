@@ -2,7 +2,7 @@
 issue 7 measured with TensorFlow/Keras, printed in the same form as
 `cargo xtask bench` prints ours (`basic_cnn train: 123.4 images/s`).
 
-    pip install tensorflow-cpu pillow
+    pip install tensorflow-cpu pillow scipy
     python3 benches/keras/bench.py [basic_cnn] [inception] [augmented]
 
 Each figure is the median of several timed repetitions after a warm-up,

@@ -3,7 +3,7 @@
 //! batch, same data) in the same run, alternating, two rounds, the better
 //! of the two rounds kept on each side, and the ratio printed, so the
 //! comparison holds on a shared, noisy machine. Needs a Python with
-//! TensorFlow (`pip install tensorflow-cpu pillow`; `PYTHON` picks the
+//! TensorFlow (`pip install tensorflow-cpu pillow scipy`; `PYTHON` picks the
 //! interpreter, default `python3`).
 
 use std::collections::BTreeMap;
@@ -59,11 +59,11 @@ pub fn against_keras(targets: &[(&str, Vec<String>)]) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/keras/bench.py");
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let probe = Command::new(&python)
-        .args(["-c", "import tensorflow, PIL"])
+        .args(["-c", "import tensorflow, PIL, scipy"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         return Err(format!(
-            "`{python}` cannot import tensorflow and PIL: `pip install tensorflow-cpu pillow` (or set PYTHON)"
+            "`{python}` cannot import tensorflow, PIL and scipy: `pip install tensorflow-cpu pillow scipy` (or set PYTHON)"
         ));
     }
     for (target, opts) in targets {
