@@ -46,8 +46,16 @@ pub fn weights_path(include_top: bool) -> PathBuf {
 /// Dtypes the loader takes (all read as `f32`).
 const FLOAT_DTYPES: [&str; 4] = ["F32", "F16", "BF16", "F64"];
 
-/// The dtype of each tensor named in a safetensors header.
-fn header_dtypes(path: &Path) -> Result<BTreeMap<String, String>> {
+/// What a safetensors header says of one tensor.
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+}
+
+/// The dtype and shape of each tensor of a safetensors file, from its
+/// header alone. A file whose header cannot be read this way is handed to
+/// the full reader, whose error names what is wrong.
+fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>> {
     let shown = path.display().to_string();
     let io = |source| ZooError::Io {
         path: shown.clone(),
@@ -55,36 +63,51 @@ fn header_dtypes(path: &Path) -> Result<BTreeMap<String, String>> {
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    let mut len = [0u8; 8];
-    if size < 8 {
-        // Too short: let the full reader give its own message.
-        safetensors::load(path)?;
-    }
-    file.read_exact(&mut len).map_err(io)?;
-    let n = u64::from_le_bytes(len);
-    if n > safetensors::MAX_HEADER || n > size - 8 {
-        safetensors::load(path)?;
-        return Ok(BTreeMap::new());
-    }
-    let mut header = vec![0u8; n as usize];
-    file.read_exact(&mut header).map_err(io)?;
-    let parsed: serde_json::Value = match serde_json::from_slice(&header) {
-        Ok(v) => v,
-        Err(_) => {
-            safetensors::load(path)?;
-            return Ok(BTreeMap::new());
+    let parsed = (|| -> Option<serde_json::Value> {
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).ok()?;
+        let n = u64::from_le_bytes(len);
+        if n > safetensors::MAX_HEADER || n > size.saturating_sub(8) {
+            return None;
         }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header).ok()?;
+        serde_json::from_slice(&header).ok()
+    })();
+    let malformed = || -> Result<BTreeMap<String, HeaderEntry>> {
+        safetensors::load(path)?;
+        Err(ZooError::Weights {
+            path: shown.clone(),
+            problems: vec!["the safetensors header cannot be read".into()],
+        })
+    };
+    let Some(serde_json::Value::Object(obj)) = parsed else {
+        return malformed();
     };
     let mut out = BTreeMap::new();
-    if let Some(obj) = parsed.as_object() {
-        for (name, entry) in obj {
-            if name == "__metadata__" {
-                continue;
-            }
-            if let Some(d) = entry.get("dtype").and_then(|d| d.as_str()) {
-                out.insert(name.clone(), d.to_string());
-            }
+    for (name, entry) in obj {
+        if name == "__metadata__" {
+            continue;
         }
+        let dtype = entry.get("dtype").and_then(|d| d.as_str());
+        let shape = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|dims| {
+                dims.iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect::<Option<Vec<usize>>>()
+            });
+        let (Some(dtype), Some(shape)) = (dtype, shape) else {
+            return malformed();
+        };
+        out.insert(
+            name,
+            HeaderEntry {
+                dtype: dtype.to_string(),
+                shape,
+            },
+        );
     }
     Ok(out)
 }
@@ -160,8 +183,7 @@ fn map_by_order(
 /// still loads a file written in a fresh session.
 pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
     let shown = path.display().to_string();
-    let dtypes = header_dtypes(path)?;
-    let file = safetensors::load(path)?;
+    let header = read_header(path)?;
     let wanted = model.weights();
     let mut model_layers: Vec<String> = Vec::new();
     for (key, _, _) in &wanted {
@@ -170,12 +192,12 @@ pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
             model_layers.push(l.to_string());
         }
     }
-    let have: BTreeMap<&str, &Tensor> = file.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let all_present = wanted.iter().all(|(k, _, _)| have.contains_key(k.as_str()));
+    let all_present = wanted.iter().all(|(k, _, _)| header.contains_key(k));
     let layer_map = if all_present {
         None
     } else {
-        let file_layers: BTreeSet<String> = have.keys().map(|k| layer_of(k).to_string()).collect();
+        let file_layers: BTreeSet<String> =
+            header.keys().map(|k| layer_of(k).to_string()).collect();
         map_by_order(&model_layers, &file_layers)
     };
     let file_key = |model_key: &str| -> String {
@@ -189,11 +211,15 @@ pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
     };
     let shape_str = |s: &[usize]| {
         let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-        format!("({})", parts.join(", "))
+        if parts.len() == 1 {
+            format!("({},)", parts[0])
+        } else {
+            format!("({})", parts.join(", "))
+        }
     };
     let mut problems = Vec::new();
+    let mut pairs = Vec::with_capacity(wanted.len());
     let mut used = BTreeSet::new();
-    let mut values = Vec::with_capacity(wanted.len());
     for (key, value, _) in &wanted {
         let theirs = file_key(key);
         let named = if theirs == *key {
@@ -201,35 +227,35 @@ pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
         } else {
             format!("\"{theirs}\" (for the model's \"{key}\")")
         };
-        match have.get(theirs.as_str()) {
+        match header.get(&theirs) {
             None => problems.push(format!(
                 "missing {named}, shape {}",
                 shape_str(value.shape())
             )),
-            Some(t) => {
+            Some(entry) => {
                 used.insert(theirs.clone());
-                let dtype = dtypes.get(&theirs).map(String::as_str).unwrap_or("F32");
-                if !FLOAT_DTYPES.contains(&dtype) {
+                if !FLOAT_DTYPES.contains(&entry.dtype.as_str()) {
                     problems.push(format!(
-                        "{named} has dtype {dtype}, a float dtype is needed"
+                        "{named} has dtype {}, the model needs floats (F32, F16, BF16 or F64)",
+                        entry.dtype
                     ));
-                } else if t.shape() != value.shape() {
+                } else if entry.shape != value.shape() {
                     problems.push(format!(
                         "{named} has shape {} in the file, the model needs {}",
-                        shape_str(t.shape()),
+                        shape_str(&entry.shape),
                         shape_str(value.shape())
                     ));
                 } else {
-                    values.push((key.clone(), (*t).clone()));
+                    pairs.push((key.clone(), theirs));
                 }
             }
         }
     }
-    for k in have.keys() {
-        if !used.contains(*k) {
+    for (k, entry) in &header {
+        if !used.contains(k) {
             problems.push(format!(
                 "unexpected \"{k}\", shape {} (the model has no such weight)",
-                shape_str(have[k].shape())
+                shape_str(&entry.shape)
             ));
         }
     }
@@ -238,6 +264,18 @@ pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
             path: shown,
             problems,
         });
+    }
+    let mut file = safetensors::load(path)?;
+    let mut by_name: BTreeMap<String, Tensor> = file.tensors.drain(..).collect();
+    let mut values = Vec::with_capacity(pairs.len());
+    for (ours, theirs) in pairs {
+        let t = by_name.remove(&theirs).ok_or_else(|| ZooError::Weights {
+            path: shown.clone(),
+            problems: vec![format!(
+                "\"{theirs}\" vanished between two reads of the file"
+            )],
+        })?;
+        values.push((ours, t));
     }
     for line in convnet_nn::non_finite_report(&values) {
         eprintln!("warning: {shown}: {line}");
