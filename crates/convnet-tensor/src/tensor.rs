@@ -338,12 +338,23 @@ impl Tensor {
                 ));
             }
         }
-        let views: Vec<ArrayViewD<'_, f32>> = tensors.iter().map(|t| t.data.view()).collect();
-        let joined = ndarray::concatenate(Axis(axis), &views)
-            .map_err(|e| TensorError::invalid(op, e.to_string()))?;
-        Ok(Tensor {
-            data: joined.into_shared(),
-        })
+        // Row-major output, block by block (`ndarray::concatenate` along an
+        // inner axis returns a non-standard layout that every consumer then
+        // copies element by element: 10x slower InceptionV3 blocks).
+        let outer: usize = first.shape()[..axis].iter().product();
+        let parts: Vec<(Cow<'_, [f32]>, usize)> = tensors
+            .iter()
+            .map(|t| (t.values(), t.shape()[axis..].iter().product()))
+            .collect();
+        let mut shape = first.shape().to_vec();
+        shape[axis] = tensors.iter().map(|t| t.shape()[axis]).sum();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for o in 0..outer {
+            for (values, block) in &parts {
+                data.extend_from_slice(&values[o * block..(o + 1) * block]);
+            }
+        }
+        Tensor::from_vec(&shape, data)
     }
 
     /// A new tensor with `f` applied to every element.
