@@ -125,13 +125,18 @@ fn value(layer: usize, weight: usize, k: usize) -> f32 {
 
 /// Every layer, weight name, key, shape and value as the spec says.
 fn check(layers: &[Layer], spec: &Spec) {
+    check_names(layers, spec, ":0")
+}
+
+/// [`check`], weight names ending in `suffix` (`:0` in Keras 2, none in 3).
+fn check_names(layers: &[Layer], spec: &Spec, suffix: &str) {
     let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
     let want: Vec<&str> = spec.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, want);
     for (li, (layer, (name, weights))) in layers.iter().zip(spec).enumerate() {
         assert_eq!(layer.weights.len(), weights.len(), "{name}");
         for (wi, (w, (key, shape))) in layer.weights.iter().zip(weights).enumerate() {
-            assert_eq!(w.name, format!("{name}/{key}:0"));
+            assert_eq!(w.name, format!("{name}/{key}{suffix}"));
             assert_eq!(&w.key, key);
             assert_eq!(&w.shape, shape, "{name}/{key}");
             let n: usize = shape.iter().product();
@@ -211,6 +216,45 @@ fn many_layers_dense_links_and_attributes_read() {
         &keras_h5::read_layers(&fixture("keras_many_latest.h5")).unwrap(),
         &many(64),
     );
+}
+
+/// The model of `make_keras_h5.py`.
+fn keras3_model() -> Spec {
+    let l = |n: &str, w: Vec<(&'static str, Vec<usize>)>| (n.to_string(), w);
+    vec![
+        l("input_layer", vec![]),
+        l("conv2d", vec![("kernel", vec![3, 3, 3, 4])]),
+        l(
+            "batch_normalization",
+            vec![
+                ("beta", vec![4]),
+                ("moving_mean", vec![4]),
+                ("moving_variance", vec![4]),
+            ],
+        ),
+        l("activation", vec![]),
+        l("max_pooling2d", vec![]),
+        l("global_average_pooling2d", vec![]),
+        l(
+            "predictions",
+            vec![("kernel", vec![4, 3]), ("bias", vec![3])],
+        ),
+    ]
+}
+
+#[test]
+fn files_written_by_keras_itself_read() {
+    for file in ["keras3_legacy_weights.h5", "keras3_legacy_model.h5"] {
+        let bytes = fixture(file);
+        check_names(&keras_h5::read_layers(&bytes).unwrap(), &keras3_model(), "");
+        let names = strings(&["conv2d", "batch_normalization", "predictions"]);
+        let st = keras_h5::convert(&bytes, &names).unwrap();
+        let st = safetensors::load_bytes(&st, file).unwrap();
+        assert_eq!(st.len(), 6);
+        let k = st.get("predictions/kernel").unwrap();
+        assert_eq!(k.shape(), &[4, 3]);
+        assert_eq!(k.values()[11], 60.0 + 11.0 * 0.25);
+    }
 }
 
 #[test]
@@ -340,7 +384,9 @@ fn weight_keys() {
     assert_eq!(keras_h5::weight_key("x:y"), "x:y");
 }
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 9] = [
+    "keras3_legacy_weights.h5",
+    "keras3_legacy_model.h5",
     "keras_legacy_default.h5",
     "keras_legacy_latest.h5",
     "keras_vlen.h5",
