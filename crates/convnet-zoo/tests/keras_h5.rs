@@ -474,3 +474,74 @@ fn flipped_bytes_and_garbage_never_panic_nor_over_allocate() {
         }
     }
 }
+
+/// Keras 2 numbering (`conv2d_1` first) to a fresh Keras 3 session's
+/// (`conv2d` first).
+fn keras3_name(file_name: &str) -> String {
+    match file_name.rsplit_once('_') {
+        Some((base, n)) if n.parse::<usize>().is_ok() => match n.parse::<usize>().unwrap() {
+            1 => base.to_string(),
+            k => format!("{base}_{}", k - 1),
+        },
+        _ => file_name.to_string(),
+    }
+}
+
+/// The full-size InceptionV3 file (Keras's own, or the stand-in of
+/// `make_inception_h5.py`), named by `KERAS_H5_INCEPTION`: 94 convolutions
+/// and 94 batch normalizations, converted to Keras 3 names.
+#[test]
+#[ignore = "needs KERAS_H5_INCEPTION=<inception_v3 ..._notop.h5> (see make_inception_h5.py)"]
+fn inception_sized_file() {
+    let path = std::env::var("KERAS_H5_INCEPTION").expect("KERAS_H5_INCEPTION");
+    let bytes = std::fs::read(&path).unwrap();
+    let t = std::time::Instant::now();
+    let layers = keras_h5::read_layers(&bytes).unwrap();
+    eprintln!("{path}: {} layers read in {:?}", layers.len(), t.elapsed());
+    let with: Vec<&Layer> = layers.iter().filter(|l| !l.weights.is_empty()).collect();
+    assert_eq!(with.len(), 188);
+    let params: usize = with
+        .iter()
+        .flat_map(|l| &l.weights)
+        .map(|w| w.values.len())
+        .sum();
+    // Keras's count for InceptionV3 without top: 21,802,784.
+    assert_eq!(params, 21_802_784);
+    let first = &with[0].weights[0];
+    assert_eq!(
+        (first.name.as_str(), &first.shape[..]),
+        ("conv2d_1/kernel:0", &[3, 3, 3, 32][..])
+    );
+    if first.values[1] == 1.001 {
+        // The stand-in: values follow its formula.
+        for (li, l) in layers.iter().enumerate() {
+            for w in &l.weights {
+                for k in [0, w.values.len() / 2, w.values.len() - 1] {
+                    assert_eq!(w.values[k], (k as f64 * 1e-3 + li as f64) as f32);
+                }
+            }
+        }
+    }
+    let names: Vec<String> = with.iter().map(|l| keras3_name(&l.name)).collect();
+    assert_eq!(names[0], "conv2d");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("conv2d"))
+            .last()
+            .unwrap(),
+        "conv2d_93"
+    );
+    let t = std::time::Instant::now();
+    let st = keras_h5::convert(&bytes, &names).unwrap();
+    eprintln!("converted in {:?}: {} bytes", t.elapsed(), st.len());
+    let st = safetensors::load_bytes(&st, &path).unwrap();
+    assert_eq!(st.len(), 94 + 94 * 3);
+    assert_eq!(st.get("conv2d/kernel").unwrap().shape(), &[3, 3, 3, 32]);
+    assert_eq!(
+        st.get("batch_normalization_93/moving_variance")
+            .unwrap()
+            .shape(),
+        &[192]
+    );
+}

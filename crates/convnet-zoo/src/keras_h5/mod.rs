@@ -182,7 +182,7 @@ pub fn read_layers(bytes: &[u8]) -> Result<Vec<Layer>, H5Error> {
     // Datasets shared by layers (hard links) could multiply what is read:
     // the values read may take at most twice the file (float16 -> f32).
     let mut budget = bytes.len().saturating_mul(2);
-    let mut out = Vec::with_capacity(layer_names.len().min(bytes.len()));
+    let mut out = Vec::new();
     for name in layer_names {
         let ctx = format!("layer \"{name}\"");
         let &g = links.get(&name).ok_or_else(|| {
@@ -193,7 +193,7 @@ pub fn read_layers(bytes: &[u8]) -> Result<Vec<Layer>, H5Error> {
         let weight_names = string_attr(&f, g, "weight_names")
             .map_err(|e| e.within(&ctx))?
             .ok_or_else(|| H5Error::NotKeras(format!("{ctx} has no attribute \"weight_names\"")))?;
-        let mut weights = Vec::with_capacity(weight_names.len().min(bytes.len()));
+        let mut weights = Vec::new();
         for wn in weight_names {
             let wctx = format!("{ctx}, weight \"{wn}\"");
             let ds = f
