@@ -525,11 +525,7 @@ fn inception_sized_file() {
     let names: Vec<String> = with.iter().map(|l| keras3_name(&l.name)).collect();
     assert_eq!(names[0], "conv2d");
     assert_eq!(
-        names
-            .iter()
-            .filter(|n| n.starts_with("conv2d"))
-            .last()
-            .unwrap(),
+        names.iter().rfind(|n| n.starts_with("conv2d")).unwrap(),
         "conv2d_93"
     );
     let t = std::time::Instant::now();
