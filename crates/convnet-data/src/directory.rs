@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -209,6 +210,30 @@ struct Dataset {
     generator: ImageDataGenerator,
     options: FlowOptions,
     seed: u64,
+    /// Files found unreadable: skipped from then on, never read again.
+    bad: Vec<AtomicBool>,
+    bad_count: AtomicUsize,
+}
+
+/// Where the batch producer stands: the pass, its file order, the next
+/// position in that order, and the files skipped so far in the pass.
+#[derive(Debug)]
+struct Position {
+    pass: u64,
+    order: Vec<usize>,
+    next: usize,
+    skipped: usize,
+}
+
+/// One batch from the producer, with what the consumer reports.
+#[derive(Debug)]
+struct Produced {
+    item: Result<(Tensor, Tensor)>,
+    /// Files skipped in this batch's pass, up to and including this batch.
+    skipped: usize,
+    /// Passes that ended with (or just before) this batch, with their
+    /// skipped-file counts.
+    finished: Vec<(u64, usize)>,
 }
 
 /// The endless iterator of `(images, labels)` batches that
@@ -216,14 +241,22 @@ struct Dataset {
 /// `(n, height, width, channels)`, values 0..255 times the rescale; labels
 /// as [`ClassMode`] says. After the last (possibly smaller) batch of a pass
 /// comes the first batch of the next pass, in a new order when shuffling.
-/// An image that cannot be read makes its batch an `Err` naming the file;
-/// the iterator goes on with the next batch.
+///
+/// A file that cannot be read or decoded (empty, truncated, not an image,
+/// over [`FlowOptions::max_pixels`], unreadable, deleted since the folder
+/// was listed) is skipped with one warning on stderr naming it, and never
+/// read again; its batch is filled from the next files of the pass, so
+/// batches keep their size. At the end of a pass that skipped files, the
+/// count is printed (`Skipped N unreadable image(s) in pass P`) and
+/// [`skipped`](Self::skipped) / [`last_pass_skipped`](Self::last_pass_skipped)
+/// return it. When no file at all can be read, every batch is an `Err`.
 pub struct DirectoryIterator {
     data: Arc<Dataset>,
-    /// The next batch to hand out: (pass, index in the pass).
-    position: (u64, usize),
-    rx: Option<Receiver<Result<(Tensor, Tensor)>>>,
+    cursor: Option<Position>,
+    rx: Option<Receiver<Produced>>,
     worker: Option<JoinHandle<()>>,
+    skipped: usize,
+    last_pass_skipped: Option<usize>,
 }
 
 impl std::fmt::Debug for DirectoryIterator {
@@ -232,7 +265,7 @@ impl std::fmt::Debug for DirectoryIterator {
             .field("directory", &self.data.directory)
             .field("samples", &self.data.files.len())
             .field("classes", &self.data.class_names)
-            .field("position", &self.position)
+            .field("cursor", &self.cursor)
             .finish()
     }
 }
@@ -313,6 +346,7 @@ impl DirectoryIterator {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
         });
+        let bad = files.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(DirectoryIterator {
             data: Arc::new(Dataset {
                 directory: directory.to_path_buf(),
@@ -323,10 +357,14 @@ impl DirectoryIterator {
                 generator,
                 options,
                 seed,
+                bad,
+                bad_count: AtomicUsize::new(0),
             }),
-            position: (0, 0),
+            cursor: None,
             rx: None,
             worker: None,
+            skipped: 0,
+            last_pass_skipped: None,
         })
     }
 
@@ -377,7 +415,8 @@ impl DirectoryIterator {
     }
 
     /// Batches in one pass over the files: `ceil(samples / batch_size)`
-    /// (Keras's `len(iterator)`).
+    /// (Keras's `len(iterator)`); a pass that skips unreadable files may
+    /// have fewer.
     pub fn batches_per_epoch(&self) -> usize {
         self.data.files.len().div_ceil(self.data.options.batch_size)
     }
@@ -394,17 +433,69 @@ impl DirectoryIterator {
     }
 
     /// Builds batch `index` of pass `pass` directly, on the calling thread
-    /// (in parallel on the caller's rayon pool); the iterator's batches are
+    /// (in parallel on the caller's rayon pool): the files at positions
+    /// `index * batch_size ..` of [`pass_order`](Self::pass_order), without
+    /// the unreadable ones (so the batch may be smaller; an `Err` when none
+    /// can be read). When every file reads, the iterator's batches are
     /// exactly these.
     pub fn batch(&self, pass: u64, index: usize) -> Result<(Tensor, Tensor)> {
         let order = self.data.order(pass);
-        self.data.batch(pass, &order, index)
+        let bs = self.data.options.batch_size;
+        let start = index * bs;
+        let end = (start + bs).min(order.len());
+        if start >= end {
+            return Err(format_err(
+                &self.data.directory,
+                format!(
+                    "batch {index} is past the end of the pass ({} batches)",
+                    self.batches_per_epoch()
+                ),
+            ));
+        }
+        let mut x = vec![0.0f32; (end - start) * self.data.image_size()];
+        let ok = self.data.load_many(pass, &order[start..end], &mut x);
+        let idx = compact(&order[start..end], &ok, &mut x, self.data.image_size());
+        x.truncate(idx.len() * self.data.image_size());
+        if idx.is_empty() {
+            return Err(format_err(
+                &self.data.directory,
+                format!("no file of batch {index} of pass {pass} could be read"),
+            ));
+        }
+        self.data.tensors(&idx, x)
+    }
+
+    /// Files skipped in the pass of the latest batch handed out, up to and
+    /// including that batch (after the last batch of a pass: that pass's
+    /// count). Known-unreadable files count in every pass they are skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// The skipped-file count of the latest pass that has ended (`None`
+    /// before the end of the first pass).
+    pub fn last_pass_skipped(&self) -> Option<usize> {
+        self.last_pass_skipped
+    }
+
+    /// Every file found unreadable so far, in file order (the background
+    /// thread may have found some ahead of the batches handed out).
+    pub fn skipped_files(&self) -> Vec<PathBuf> {
+        self.data
+            .bad
+            .iter()
+            .zip(&self.data.files)
+            .filter(|(b, _)| b.load(Ordering::Relaxed))
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     /// Starts again from the first batch of pass 0 (Keras's `reset`).
+    /// Files found unreadable stay skipped.
     pub fn reset(&mut self) {
         self.stop_worker();
-        self.position = (0, 0);
+        self.cursor = None;
+        self.skipped = 0;
     }
 
     fn stop_worker(&mut self) {
@@ -417,19 +508,13 @@ impl DirectoryIterator {
     fn start_worker(&mut self) {
         let (tx, rx) = sync_channel(self.data.options.prefetch);
         let data = Arc::clone(&self.data);
-        let (mut pass, mut index) = self.position;
+        let mut cursor = self.cursor.take().unwrap_or_else(|| data.cursor(0));
         let worker = std::thread::Builder::new()
             .name("convnet-data-prefetch".into())
             .spawn(move || loop {
-                let order = data.order(pass);
-                while index < data.batches_per_pass() {
-                    if tx.send(data.batch(pass, &order, index)).is_err() {
-                        return;
-                    }
-                    index += 1;
+                if tx.send(data.next_batch(&mut cursor)).is_err() {
+                    return;
                 }
-                pass += 1;
-                index = 0;
             });
         match worker {
             Ok(w) => {
@@ -437,18 +522,18 @@ impl DirectoryIterator {
                 self.worker = Some(w);
             }
             Err(_) => {
-                // No thread: build batches on the caller's thread instead.
+                // No thread: build batches on the caller's thread instead
+                // (the cursor went with the closure: start the pass again).
                 self.rx = None;
                 self.worker = None;
             }
         }
     }
 
-    fn advance(&mut self) {
-        self.position.1 += 1;
-        if self.position.1 >= self.data.batches_per_pass() {
-            self.position = (self.position.0 + 1, 0);
-        }
+    fn produce_here(&mut self) -> Produced {
+        let data = Arc::clone(&self.data);
+        let cursor = self.cursor.get_or_insert_with(|| data.cursor(0));
+        data.next_batch(cursor)
     }
 }
 
@@ -466,23 +551,29 @@ impl Iterator for DirectoryIterator {
         if self.data.options.prefetch > 0 && self.rx.is_none() && self.worker.is_none() {
             self.start_worker();
         }
-        let item = match &self.rx {
+        let produced = match &self.rx {
             Some(rx) => match rx.recv() {
-                Ok(item) => item,
+                Ok(p) => p,
                 Err(_) => {
                     // The worker died (it should not): go on synchronously.
                     self.rx = None;
-                    let (p, i) = self.position;
-                    self.batch(p, i)
+                    self.produce_here()
                 }
             },
-            None => {
-                let (p, i) = self.position;
-                self.batch(p, i)
-            }
+            None => self.produce_here(),
         };
-        self.advance();
-        Some(item)
+        for &(pass, n) in &produced.finished {
+            if n > 0 {
+                eprintln!(
+                    "Skipped {n} unreadable image(s) in pass {pass} of {} ({} images).",
+                    self.data.directory.display(),
+                    self.data.files.len()
+                );
+            }
+            self.last_pass_skipped = Some(n);
+        }
+        self.skipped = produced.skipped;
+        Some(produced.item)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -490,9 +581,26 @@ impl Iterator for DirectoryIterator {
     }
 }
 
+/// Moves the images of `idx` whose `ok` is set to the front of `x` (one
+/// image of `size` values each) and returns their indices.
+fn compact(idx: &[usize], ok: &[bool], x: &mut [f32], size: usize) -> Vec<usize> {
+    let mut kept = Vec::with_capacity(idx.len());
+    for (slot, (&i, &good)) in idx.iter().zip(ok).enumerate() {
+        if good {
+            let to = kept.len();
+            if to != slot {
+                x.copy_within(slot * size..(slot + 1) * size, to * size);
+            }
+            kept.push(i);
+        }
+    }
+    kept
+}
+
 impl Dataset {
-    fn batches_per_pass(&self) -> usize {
-        self.files.len().div_ceil(self.options.batch_size)
+    fn image_size(&self) -> usize {
+        let (h, w) = self.options.target_size;
+        h * w * self.options.color_mode.channels()
     }
 
     fn order(&self, pass: u64) -> Vec<usize> {
@@ -503,38 +611,124 @@ impl Dataset {
         order
     }
 
-    fn batch(&self, pass: u64, order: &[usize], index: usize) -> Result<(Tensor, Tensor)> {
-        let bs = self.options.batch_size;
-        let start = index * bs;
-        let end = (start + bs).min(order.len());
-        if start >= end {
-            return Err(format_err(
-                &self.directory,
-                format!(
-                    "batch {index} is past the end of the pass ({} batches)",
-                    self.batches_per_pass()
-                ),
-            ));
+    fn cursor(&self, pass: u64) -> Position {
+        Position {
+            pass,
+            order: self.order(pass),
+            next: 0,
+            skipped: 0,
         }
-        let idx = &order[start..end];
+    }
+
+    fn is_bad(&self, i: usize) -> bool {
+        self.bad[i].load(Ordering::Relaxed)
+    }
+
+    /// Records file `i` as unreadable, with one warning the first time.
+    fn mark_bad(&self, i: usize, err: &DataError) {
+        if !self.bad[i].swap(true, Ordering::Relaxed) {
+            self.bad_count.fetch_add(1, Ordering::Relaxed);
+            eprintln!("Warning: skipping unreadable image {err}");
+        }
+    }
+
+    fn all_bad(&self) -> DataError {
+        format_err(
+            &self.directory,
+            format!(
+                "none of the {} image files could be read (see the warnings above)",
+                self.files.len()
+            ),
+        )
+    }
+
+    /// Loads and augments the images `idx` of pass `pass` into `x` (one
+    /// image per slot, in parallel); returns which ones could be read,
+    /// recording the others as unreadable.
+    fn load_many(&self, pass: u64, idx: &[usize], x: &mut [f32]) -> Vec<bool> {
         let (h, w) = self.options.target_size;
         let c = self.options.color_mode.channels();
         let size = h * w * c;
-        let mut x = vec![0.0f32; idx.len() * size];
         let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
-        let results: Vec<Result<()>> = x
-            .par_chunks_mut(size)
+        x.par_chunks_mut(size)
             .zip(idx.par_iter())
             .map(|(out, &i)| {
-                load_image_into(&self.files[i], &self.options, out)?;
+                match load_image_into(&self.files[i], &self.options, out) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.mark_bad(i, &e);
+                        return false;
+                    }
+                }
                 let mut rng = aug_rng.fork(i as u64);
                 self.generator
                     .random_transform_inplace(out, h, w, c, &mut rng);
                 self.generator.standardize_inplace(out);
-                Ok(())
+                true
             })
-            .collect();
-        results.into_iter().collect::<Result<()>>()?;
+            .collect()
+    }
+
+    /// The next batch at `cursor`: `batch_size` readable files (fewer at
+    /// the end of a pass), unreadable ones skipped and replaced by the
+    /// following files; the cursor moves on, into the next pass when this
+    /// one is done.
+    fn next_batch(&self, cursor: &mut Position) -> Produced {
+        let bs = self.options.batch_size;
+        let size = self.image_size();
+        let mut finished = Vec::new();
+        loop {
+            if self.bad_count.load(Ordering::Relaxed) >= self.files.len() {
+                return Produced {
+                    item: Err(self.all_bad()),
+                    skipped: cursor.skipped,
+                    finished,
+                };
+            }
+            let mut x = vec![0.0f32; bs * size];
+            let mut idx: Vec<usize> = Vec::with_capacity(bs);
+            while idx.len() < bs && cursor.next < cursor.order.len() {
+                let mut want = Vec::with_capacity(bs - idx.len());
+                while want.len() < bs - idx.len() && cursor.next < cursor.order.len() {
+                    let i = cursor.order[cursor.next];
+                    cursor.next += 1;
+                    if self.is_bad(i) {
+                        cursor.skipped += 1;
+                    } else {
+                        want.push(i);
+                    }
+                }
+                if want.is_empty() {
+                    break;
+                }
+                let at = idx.len() * size;
+                let slots = &mut x[at..at + want.len() * size];
+                let ok = self.load_many(cursor.pass, &want, slots);
+                cursor.skipped += ok.iter().filter(|g| !**g).count();
+                idx.extend(compact(&want, &ok, slots, size));
+            }
+            x.truncate(idx.len() * size);
+            let skipped = cursor.skipped;
+            if cursor.next >= cursor.order.len() {
+                finished.push((cursor.pass, cursor.skipped));
+                *cursor = self.cursor(cursor.pass + 1);
+            }
+            if idx.is_empty() {
+                // The rest of the pass was unreadable: on to the next pass.
+                continue;
+            }
+            return Produced {
+                item: self.tensors(&idx, x),
+                skipped,
+                finished,
+            };
+        }
+    }
+
+    /// The batch tensors of the images `x` of the files `idx`.
+    fn tensors(&self, idx: &[usize], x: Vec<f32>) -> Result<(Tensor, Tensor)> {
+        let (h, w) = self.options.target_size;
+        let c = self.options.color_mode.channels();
         let n = idx.len();
         let x = Tensor::from_vec(&[n, h, w, c], x)?;
         let k = self.class_names.len();
@@ -560,16 +754,95 @@ impl Dataset {
     }
 }
 
+/// Whether `bytes` start as a JPEG file does (SOI and a marker).
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.len() >= 3 && bytes[..3] == [0xFF, 0xD8, 0xFF]
+}
+
+fn check_pixels(path: &Path, w: u64, h: u64, max_pixels: u64) -> Result<u64> {
+    let pixels = w.saturating_mul(h);
+    if pixels > max_pixels {
+        return Err(format_err(
+            path,
+            format!("image of {w}x{h} pixels is over the limit of {max_pixels} pixels"),
+        ));
+    }
+    Ok(pixels)
+}
+
+/// Decodes a JPEG to interleaved RGB with zune-jpeg, refusing images over
+/// `max_pixels` from the header. Truncated or corrupt data is an error (as
+/// PIL has it); what libjpeg only warns about (extra bytes before a
+/// marker, a stray marker) is decoded leniently.
+fn decode_jpeg(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Vec<u8>)> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = |strict| {
+        DecoderOptions::default()
+            .jpeg_set_out_colorspace(ColorSpace::RGB)
+            .set_max_width(usize::from(u16::MAX))
+            .set_max_height(usize::from(u16::MAX))
+            .set_strict_mode(strict)
+    };
+    let decode = |strict: bool| -> Result<(usize, usize, Vec<u8>)> {
+        let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options(strict));
+        d.decode_headers()
+            .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
+        let (w, h) = d
+            .dimensions()
+            .ok_or_else(|| format_err(path, "cannot decode: no image size"))?;
+        check_pixels(path, w as u64, h as u64, max_pixels)?;
+        let size = d
+            .output_buffer_size()
+            .ok_or_else(|| format_err(path, "cannot decode: image too large"))?;
+        let mut out = vec![0u8; size];
+        d.decode_into(&mut out)
+            .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
+        if size != w * h * 3 {
+            return Err(format_err(path, "cannot decode: unexpected channel count"));
+        }
+        Ok((h, w, out))
+    };
+    match decode(true) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // What libjpeg (and so PIL) only warns about: stray bytes or
+            // markers. Anything else (truncated data above all) is an error.
+            let m = e.to_string();
+            let benign = [
+                "Extra bytes",
+                "found where not expected",
+                "Unexpected marker",
+            ];
+            if !benign.iter().any(|b| m.contains(b)) {
+                return Err(e);
+            }
+            decode(false).map_err(|_| e)
+        }
+    }
+}
+
 /// Reads and decodes one image file with the content's format (not the
 /// extension's), refusing images of more than `max_pixels` pixels before
 /// decoding them. Errors name the file.
 pub fn decode_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    decode_bytes(path, &bytes, max_pixels)
+}
+
+fn decode_bytes(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage> {
     if bytes.is_empty() {
         return Err(format_err(path, "empty file (0 bytes)"));
     }
+    if is_jpeg(bytes) {
+        let (h, w, data) = decode_jpeg(path, bytes, max_pixels)?;
+        let img = image::RgbImage::from_raw(w as u32, h as u32, data)
+            .ok_or_else(|| format_err(path, "bad image buffer"))?;
+        return Ok(image::DynamicImage::ImageRgb8(img));
+    }
     let reader = || {
-        image::ImageReader::new(Cursor::new(&bytes[..]))
+        image::ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| format_err(path, e.to_string()))
     };
@@ -583,13 +856,7 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage>
     let (w, h) = r
         .into_dimensions()
         .map_err(|e| format_err(path, format!("cannot decode: {e}")))?;
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > max_pixels {
-        return Err(format_err(
-            path,
-            format!("image of {w}x{h} pixels is over the limit of {max_pixels} pixels"),
-        ));
-    }
+    let pixels = check_pixels(path, u64::from(w), u64::from(h), max_pixels)?;
     let mut r = reader()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));

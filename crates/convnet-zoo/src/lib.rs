@@ -45,6 +45,8 @@ mod error;
 mod imagenet;
 mod imagenet_classes;
 pub mod inception_v3;
+#[cfg(feature = "keras-h5")]
+pub mod keras_h5;
 pub mod layers;
 mod weights;
 
