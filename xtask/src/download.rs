@@ -131,6 +131,14 @@ pub fn fetch(url: &str, dest: &Path, expected_md5: Option<&str>) -> Result<Strin
     }
 }
 
+/// The MD5 of a file, as lowercase hex.
+pub fn md5_file(path: &Path) -> Result<String, String> {
+    let mut file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut md5 = Md5::new();
+    io::copy(&mut file, &mut md5).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(hex(&md5.finalize()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
