@@ -10,6 +10,7 @@
 use convnet as _;
 
 mod bench;
+mod download;
 mod fetch_data;
 mod fetch_weights;
 mod fuzz;

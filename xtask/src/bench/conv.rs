@@ -4,6 +4,9 @@
 //! FLOPs). Figures count direct-convolution FLOPs (`2*N*OH*OW*9*C*F`), so
 //! a path that needs fewer operations (Winograd) shows as more GFLOP/s.
 //!
+//! `--inception`: the forward pass of each distinct InceptionV3 convolution
+//! up to mixed7 at 150x150, GFLOP/s and share of the time.
+//!
 //! `--compare`: each pass of each layer by its default path and by plain
 //! im2col + GEMM, alternating, with the ratio (for a noisy machine).
 
@@ -28,6 +31,7 @@ const LAYERS: [(&str, [usize; 4], usize); 3] = [
 pub fn run(opts: &[String]) -> Result<(), String> {
     match opts.first().map(String::as_str) {
         Some("--compare") => return compare(),
+        Some("--inception") => return inception(),
         Some(o) => return Err(format!("unknown option `{o}`")),
         None => {}
     }
@@ -145,5 +149,79 @@ fn compare() -> Result<(), String> {
             ),
         );
     }
+    Ok(())
+}
+
+/// The distinct convolutions of InceptionV3 up to `mixed7` at 150x150
+/// (batch 32): `(count, input (h, w, c), kernel (kh, kw), filters, stride,
+/// padding)`, as Keras builds them.
+type Shape = (usize, [usize; 3], [usize; 2], usize, usize, Padding);
+
+#[rustfmt::skip]
+const INCEPTION: [Shape; 30] = [
+    (1, [150, 150, 3], [3, 3], 32, 2, Padding::Valid),
+    (1, [74, 74, 32], [3, 3], 32, 1, Padding::Valid),
+    (1, [72, 72, 32], [3, 3], 64, 1, Padding::Same),
+    (1, [35, 35, 64], [1, 1], 80, 1, Padding::Valid),
+    (1, [35, 35, 80], [3, 3], 192, 1, Padding::Valid),
+    (2, [16, 16, 192], [1, 1], 64, 1, Padding::Same),
+    (1, [16, 16, 192], [1, 1], 48, 1, Padding::Same),
+    (4, [16, 16, 64], [3, 3], 96, 1, Padding::Same),
+    (3, [16, 16, 48], [5, 5], 64, 1, Padding::Same),
+    (3, [16, 16, 96], [3, 3], 96, 1, Padding::Same),
+    (1, [16, 16, 192], [1, 1], 32, 1, Padding::Same),
+    (3, [16, 16, 256], [1, 1], 64, 1, Padding::Same),
+    (1, [16, 16, 256], [1, 1], 48, 1, Padding::Same),
+    (4, [16, 16, 288], [1, 1], 64, 1, Padding::Same),
+    (1, [16, 16, 288], [1, 1], 48, 1, Padding::Same),
+    (1, [16, 16, 288], [3, 3], 384, 2, Padding::Valid),
+    (1, [16, 16, 96], [3, 3], 96, 2, Padding::Valid),
+    (2, [7, 7, 768], [1, 1], 128, 1, Padding::Same),
+    (2, [7, 7, 128], [7, 1], 128, 1, Padding::Same),
+    (2, [7, 7, 128], [1, 7], 128, 1, Padding::Same),
+    (10, [7, 7, 768], [1, 1], 192, 1, Padding::Same),
+    (1, [7, 7, 128], [7, 1], 192, 1, Padding::Same),
+    (1, [7, 7, 128], [1, 7], 192, 1, Padding::Same),
+    (4, [7, 7, 768], [1, 1], 160, 1, Padding::Same),
+    (4, [7, 7, 160], [7, 1], 160, 1, Padding::Same),
+    (4, [7, 7, 160], [1, 7], 160, 1, Padding::Same),
+    (2, [7, 7, 160], [7, 1], 192, 1, Padding::Same),
+    (2, [7, 7, 160], [1, 7], 192, 1, Padding::Same),
+    (3, [7, 7, 192], [7, 1], 192, 1, Padding::Same),
+    (3, [7, 7, 192], [1, 7], 192, 1, Padding::Same),
+];
+
+/// Forward pass of every InceptionV3 convolution to mixed7 (no bias, no
+/// epilogue), per shape: GFLOP/s and share of the total time.
+fn inception() -> Result<(), String> {
+    let mut rows = Vec::new();
+    let (mut total_t, mut total_f) = (0.0, 0.0);
+    for (count, [h, w, c], [kh, kw], f, s, pad) in INCEPTION {
+        let g = ConvGeometry::new([32, h, w, c], [kh, kw, c, f], (s, s), pad)
+            .map_err(|e| e.to_string())?;
+        let x = fill(g.input_shape().iter().product(), 1);
+        let k = fill(g.kernel_shape().iter().product(), 2);
+        let mut y = vec![0.0; g.output_shape().iter().product()];
+        let t = median_secs(1, 5, || {
+            conv2d_forward(&g, &x, &k, None, Epilogue::None, &mut y).unwrap();
+        });
+        let flops = g.flops() as f64;
+        total_t += t * count as f64;
+        total_f += flops * count as f64;
+        rows.push((count, [h, w, c], [kh, kw], f, s, t, flops / t / 1e9));
+    }
+    for (count, i, k, f, s, t, gf) in rows {
+        println!(
+            "{count:>2} x {i:?} {}x{} s{s} -> {f:>3}: {gf:6.1} GFLOP/s, {:5.1}% of the time",
+            k[0],
+            k[1],
+            100.0 * t * count as f64 / total_t
+        );
+    }
+    println!(
+        "inception convolutions to mixed7: {:.1} ms per batch of 32, {:.1} GFLOP/s",
+        total_t * 1e3,
+        total_f / total_t / 1e9
+    );
     Ok(())
 }

@@ -15,8 +15,9 @@
 //!
 //! Keras loads such files by layer order, not by name, and the published
 //! files number layers from 1 (`conv2d_1`) where a fresh Keras session
-//! starts at none (`conv2d`); [`convert`] does the same: the k-th layer
-//! with weights in the file goes to the k-th name given.
+//! starts at none (`conv2d`); [`convert`] pairs the file's layers with the
+//! names given kind by kind, in the order of their numbers (see
+//! [`map_layers`]).
 //!
 //! ```no_run
 //! use convnet_zoo::keras_h5;
@@ -221,13 +222,21 @@ pub fn read_layers(bytes: &[u8]) -> Result<Vec<Layer>, H5Error> {
     Ok(out)
 }
 
-/// Pairs each layer of the file that has weights (in file order) with the
-/// name at the same position of `names` (the model's layers that have
-/// weights, in model order): `(file layer, model layer)`.
+/// Pairs each layer of the file that has weights (in file order) with one
+/// of `names` (the model's layers that have weights, named as a fresh
+/// Keras session names them): `(file layer, model layer)`.
 ///
-/// Errors when the counts differ, or when a pair's kinds differ, the kind
-/// being the name without its `_N` suffix (`conv2d_1` and `conv2d` are both
-/// `conv2d`; `batch_normalization_3` is `batch_normalization`).
+/// Layers pair up by kind (the name without its `_N` suffix: `conv2d_12`
+/// is a `conv2d`) and, within a kind, by their number: Keras numbers layers
+/// in the order the building code creates them, so the k-th `conv2d` of the
+/// file (`conv2d_1` in the published files, numbered from 1) is the k-th
+/// `conv2d` of the model (`conv2d`, numbered from none). This is the pairing
+/// Keras's own order-based loading gives for a model built by the same
+/// code, and it does not depend on how `model.layers` was sorted when the
+/// file was written (by depth in Keras, which is not creation order for
+/// InceptionV3's branches).
+///
+/// Errors when a kind's counts differ between the file and the model.
 pub fn map_layers(layers: &[Layer], names: &[String]) -> Result<Vec<(String, String)>, H5Error> {
     let with: Vec<&Layer> = layers.iter().filter(|l| !l.weights.is_empty()).collect();
     if with.len() != names.len() {
@@ -248,31 +257,65 @@ pub fn map_layers(layers: &[Layer], names: &[String]) -> Result<Vec<(String, Str
                 .join(", ")
         )));
     }
-    let mut problems = Vec::new();
-    for (i, (l, n)) in with.iter().zip(names).enumerate() {
-        if base_name(&l.name) != base_name(n) {
-            problems.push(format!(
-                "#{i}: the file's \"{}\" ({}) against the model's \"{n}\" ({})",
-                l.name,
-                base_name(&l.name),
-                base_name(n)
-            ));
+    // Per kind, the names sorted by their number (none sorts first).
+    fn by_kind<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, Vec<&'a str>> {
+        let mut kinds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for n in names {
+            kinds.entry(base_name(n)).or_default().push(n);
         }
+        for v in kinds.values_mut() {
+            v.sort_by_key(|n| (number(n), *n));
+        }
+        kinds
+    }
+    let file_kinds = by_kind(with.iter().map(|l| l.name.as_str()));
+    let model_kinds = by_kind(names.iter().map(String::as_str));
+    let mut problems = Vec::new();
+    let kinds: std::collections::BTreeSet<&str> = file_kinds
+        .keys()
+        .chain(model_kinds.keys())
+        .copied()
+        .collect();
+    let mut to_model: HashMap<&str, &str> = HashMap::new();
+    for kind in kinds {
+        let theirs = file_kinds.get(kind).map_or(&[][..], Vec::as_slice);
+        let ours = model_kinds.get(kind).map_or(&[][..], Vec::as_slice);
+        if theirs.len() != ours.len() {
+            problems.push(format!(
+                "{} \"{kind}\" layers in the file, {} in the model",
+                theirs.len(),
+                ours.len()
+            ));
+            continue;
+        }
+        to_model.extend(theirs.iter().copied().zip(ours.iter().copied()));
     }
     if !problems.is_empty() {
-        let total = problems.len();
-        problems.truncate(5);
         return Err(H5Error::Mapping(format!(
-            "{total} layers of different kinds, by order: {}{}",
-            problems.join("; "),
-            if total > 5 { "; ..." } else { "" }
+            "the file's layers do not match the model's: {}",
+            problems.join("; ")
         )));
     }
-    Ok(with
-        .iter()
-        .zip(names)
-        .map(|(l, n)| (l.name.clone(), n.clone()))
-        .collect())
+    with.iter()
+        .map(|l| {
+            let ours = to_model.get(l.name.as_str()).ok_or_else(|| {
+                H5Error::Mapping(format!("layer \"{}\" appears twice in the file", l.name))
+            })?;
+            Ok((l.name.clone(), ours.to_string()))
+        })
+        .collect()
+}
+
+/// The `N` of a name ending `_N`, 0 for none (so `conv2d` sorts before
+/// `conv2d_1`).
+fn number(layer: &str) -> u64 {
+    if base_name(layer) == layer {
+        return 0;
+    }
+    layer
+        .rsplit_once('_')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .map_or(u64::MAX, |n| n.saturating_add(1))
 }
 
 /// Safetensors bytes of `layers` renamed by [`map_layers`]: one `F32`
@@ -301,7 +344,7 @@ pub fn to_safetensors(layers: Vec<Layer>, names: &[String]) -> Result<Vec<u8>, H
 }
 
 /// Converts a Keras legacy weights file to safetensors bytes, its layers
-/// with weights renamed by order to `names` (see [`map_layers`]): keys are
+/// with weights renamed to `names` kind by kind (see [`map_layers`]): keys are
 /// `{name}/{weight}`, such as `conv2d/kernel` or
 /// `batch_normalization_5/moving_variance`.
 pub fn convert(bytes: &[u8], names: &[String]) -> Result<Vec<u8>, H5Error> {
