@@ -568,3 +568,19 @@ fn inception_sized_file() {
         &[192]
     );
 }
+
+#[test]
+fn damaged_v2_metadata_fails_its_checksum() {
+    let bytes = fixture("keras_legacy_latest.h5");
+    // The superblock (version 3, 48 bytes) and the root's "OHDR" after it.
+    assert_eq!(&bytes[48..52], b"OHDR");
+    for (pos, part) in [(20, "superblock"), (60, "object header at address 48")] {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x04;
+        let e = keras_h5::read_layers(&b).unwrap_err();
+        let H5Error::Malformed { part: p, detail } = &e else {
+            panic!("{e}");
+        };
+        assert!(p.contains(part) && detail.contains("checksum"), "{e}");
+    }
+}

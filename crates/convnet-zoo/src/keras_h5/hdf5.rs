@@ -325,6 +325,8 @@ impl<'a> File<'a> {
                 c.addr()?; // superblock extension
                 eof = c.addr()?;
                 root = c.addr()?;
+                let end = c.pos;
+                verify_checksum(&c.buf[..end], c.u32()?, part)?;
             }
             v => {
                 return Err(unsupported(
@@ -466,6 +468,8 @@ impl<'a> File<'a> {
             let size = c.uvar(1 << (flags & 3))?;
             let size = to_usize(size, &part, "chunk size")?;
             let chunk = c.bytes(size)?;
+            let end = c.pos;
+            verify_checksum(&c.buf[..end], c.u32()?, &part)?;
             blocks.push((chunk, part.clone()));
             v2 = true;
         } else {
@@ -534,6 +538,9 @@ impl<'a> File<'a> {
                         let body = blk.len().checked_sub(8).ok_or_else(|| {
                             malformed(&cpart, "too short for its signature and checksum")
                         })?;
+                        let sum = &blk[4 + body..];
+                        let sum = u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]);
+                        verify_checksum(&blk[..4 + body], sum, &cpart)?;
                         &blk[4..4 + body]
                     } else {
                         blk
@@ -1313,6 +1320,84 @@ impl Cursor<'_, '_> {
     }
 }
 
+/// Bob Jenkins's lookup3 `hashlittle` with initial value 0: the checksum of
+/// HDF5's version 2 metadata.
+fn lookup3(key: &[u8]) -> u32 {
+    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+    fn word(k: &[u8]) -> u32 {
+        k.iter().enumerate().fold(0u32, |acc, (i, &x)| {
+            acc.wrapping_add(u32::from(x) << (8 * i))
+        })
+    }
+    let init = 0xdead_beefu32.wrapping_add(key.len() as u32);
+    let (mut a, mut b, mut c) = (init, init, init);
+    let mut k = key;
+    while k.len() > 12 {
+        a = a.wrapping_add(word(&k[0..4]));
+        b = b.wrapping_add(word(&k[4..8]));
+        c = c.wrapping_add(word(&k[8..12]));
+        mix(&mut a, &mut b, &mut c);
+        k = &k[12..];
+    }
+    if k.is_empty() {
+        return c;
+    }
+    a = a.wrapping_add(word(&k[..k.len().min(4)]));
+    if k.len() > 4 {
+        b = b.wrapping_add(word(&k[4..k.len().min(8)]));
+    }
+    if k.len() > 8 {
+        c = c.wrapping_add(word(&k[8..]));
+    }
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(24));
+    c
+}
+
+fn verify_checksum(bytes: &[u8], stored: u32, part: &str) -> Result<(), H5Error> {
+    let computed = lookup3(bytes);
+    if computed != stored {
+        return Err(malformed(
+            part,
+            format!(
+                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): damaged"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_sizes(so: usize, sl: usize) -> Result<(), H5Error> {
     for (what, v) in [("offsets", so), ("lengths", sl)] {
         if ![2, 4, 8].contains(&v) {
@@ -1601,6 +1686,8 @@ impl FractalHeap {
         if filters_len != 0 {
             return Err(unsupported(&part, "filtered (compressed) fractal heap"));
         }
+        let end = c.pos;
+        verify_checksum(&c.buf[..end], c.u32()?, &part)?;
         let pow2 = |v: u64| v != 0 && v.is_power_of_two();
         if width == 0 || !pow2(start_block) || !pow2(max_direct) || max_direct < start_block {
             return Err(malformed(
@@ -1796,6 +1883,9 @@ impl BTree2 {
         c.skip(2)?; // split, merge percent
         let root = c.addr()?;
         let root_nrec = usize::from(c.u16()?);
+        c.len()?; // total records
+        let end = c.pos;
+        verify_checksum(&c.buf[..end], c.u32()?, &part)?;
         if rec_size == 0 || node_size < 10 + rec_size || depth > 16 {
             return Err(malformed(
                 &part,
