@@ -172,6 +172,14 @@ fn h5py_default_layout_reads() {
 }
 
 #[test]
+fn file_after_a_user_block_reads() {
+    check(
+        &keras_h5::read_layers(&fixture("keras_userblock.h5")).unwrap(),
+        &small(),
+    );
+}
+
+#[test]
 fn libver_latest_layout_reads() {
     check(
         &keras_h5::read_layers(&fixture("keras_legacy_latest.h5")).unwrap(),
@@ -411,7 +419,8 @@ fn weight_keys() {
     assert_eq!(keras_h5::weight_key("x:y"), "x:y");
 }
 
-const FILES: [&str; 9] = [
+const FILES: [&str; 10] = [
+    "keras_userblock.h5",
     "keras3_legacy_weights.h5",
     "keras3_legacy_model.h5",
     "keras_legacy_default.h5",

@@ -341,12 +341,13 @@ impl<'a> File<'a> {
                 format!("base address {base} is past the end of the file"),
             ));
         }
-        if eof != UNDEF && base.saturating_add(eof) > data.len() as u64 {
+        // The end-of-file address counts the user block (HDF5 writes the
+        // base address plus the relative end).
+        if eof != UNDEF && eof > data.len() as u64 {
             return Err(malformed(
                 part,
                 format!(
-                    "the file should be {} bytes long but has {}: truncated",
-                    base.saturating_add(eof),
+                    "the file should be {eof} bytes long but has {}: truncated",
                     data.len()
                 ),
             ));
