@@ -492,7 +492,7 @@ impl ImageDataGenerator {
         self.apply_intensity(image, &params);
     }
 
-    fn apply_intensity(&self, image: &mut [f32], params: &TransformParams) {
+    pub(crate) fn apply_intensity(&self, image: &mut [f32], params: &TransformParams) {
         if let Some(shift) = params.channel_shift_intensity {
             let lo = image.iter().copied().fold(f32::INFINITY, f32::min);
             let hi = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -41,6 +41,7 @@ use convnet_tensor::{Rng, Tensor};
 use rayon::prelude::*;
 
 use crate::augment::ImageDataGenerator;
+use crate::fast;
 use crate::{DataError, Result};
 
 /// The file extensions read, compared case-insensitively (Keras's
@@ -646,27 +647,82 @@ impl Dataset {
     /// image per slot, in parallel); returns which ones could be read,
     /// recording the others as unreadable.
     fn load_many(&self, pass: u64, idx: &[usize], x: &mut [f32]) -> Vec<bool> {
-        let (h, w) = self.options.target_size;
-        let c = self.options.color_mode.channels();
-        let size = h * w * c;
+        let size = self.image_size();
         let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
         x.par_chunks_mut(size)
             .zip(idx.par_iter())
             .map(|(out, &i)| {
-                match load_image_into(&self.files[i], &self.options, out) {
-                    Ok(()) => {}
+                let mut rng = aug_rng.fork(i as u64);
+                let r = with_pixels(
+                    &self.files[i],
+                    self.options.max_pixels,
+                    self.options.color_mode,
+                    |src, h, w| self.render(src, h, w, out, &mut rng),
+                )
+                .and_then(|r| r.map_err(|e| format_err(&self.files[i], e)));
+                match r {
+                    Ok(()) => true,
                     Err(e) => {
                         self.mark_bad(i, &e);
-                        return false;
+                        false
                     }
                 }
-                let mut rng = aug_rng.fork(i as u64);
-                self.generator
-                    .random_transform_inplace(out, h, w, c, &mut rng);
-                self.generator.standardize_inplace(out);
-                true
             })
             .collect()
+    }
+
+    /// One decoded image (`h` x `w`, `u8`) to its batch slot: resized,
+    /// augmented with the draw from `rng`, rescaled. The geometric
+    /// augmentation and the resize are one bilinear pass from the full-size
+    /// image (the augmentation's matrix composed with the resize); without
+    /// a geometric draw the image is resized as `interpolation` says. The
+    /// rescale is folded into that pass unless an intensity change (channel
+    /// shift, brightness) comes between.
+    fn render(
+        &self,
+        src: &[u8],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        rng: &mut Rng,
+    ) -> std::result::Result<(), &'static str> {
+        let (th, tw) = self.options.target_size;
+        let c = self.options.color_mode.channels();
+        let g = &self.generator;
+        let rescale = g.rescale.unwrap_or(1.0);
+        if !g.augments() {
+            return resize_into(src, h, w, &self.options, &fast::scale_lut(rescale), out);
+        }
+        let params = g.get_random_transform(th, tw, rng);
+        let intensity = params.channel_shift_intensity.is_some() || params.brightness.is_some();
+        let scale = if intensity { 1.0 } else { rescale };
+        let fused = params.matrix(th, tw).and_then(|m| {
+            let a = fast::compose_resize(&m, h, w, th, tw);
+            fast::affine_resample(src, h, w, c, &a, g.fill_mode, g.cval, scale, th, tw, out)
+        });
+        if fused.is_none() {
+            resize_into(src, h, w, &self.options, &fast::scale_lut(scale), out)?;
+            if let Some(m) = params.matrix(th, tw) {
+                // A matrix the fused pass refuses (not finite, or far out):
+                // the plain pass on the resized image.
+                let resized = out.to_vec();
+                crate::augment::affine_transform(
+                    &resized,
+                    th,
+                    tw,
+                    c,
+                    &m,
+                    g.fill_mode,
+                    g.cval * scale,
+                    out,
+                );
+            }
+        }
+        if intensity {
+            g.apply_intensity(out, &params);
+            g.standardize_inplace(out);
+        }
+        Ok(())
     }
 
     /// The next batch at `cursor`: `batch_size` readable files (fewer at
@@ -770,11 +826,18 @@ fn check_pixels(path: &Path, w: u64, h: u64, max_pixels: u64) -> Result<u64> {
     Ok(pixels)
 }
 
-/// Decodes a JPEG to interleaved RGB with zune-jpeg, refusing images over
-/// `max_pixels` from the header. Truncated or corrupt data is an error (as
-/// PIL has it); what libjpeg only warns about (extra bytes before a
-/// marker, a stray marker) is decoded leniently.
-fn decode_jpeg(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Vec<u8>)> {
+/// Decodes a JPEG to interleaved RGB with zune-jpeg into `buf` (grown as
+/// needed, never shrunk, so a thread reuses one buffer), refusing images
+/// over `max_pixels` from the header; returns `(height, width)`, the pixels
+/// being `buf[..height * width * 3]`. Truncated or corrupt data is an
+/// error (as PIL has it); what libjpeg only warns about (extra bytes before
+/// a marker, a stray marker) is decoded leniently.
+fn decode_jpeg_into(
+    path: &Path,
+    bytes: &[u8],
+    max_pixels: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(usize, usize)> {
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
@@ -785,7 +848,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(usize, usi
             .set_max_height(usize::from(u16::MAX))
             .set_strict_mode(strict)
     };
-    let decode = |strict: bool| -> Result<(usize, usize, Vec<u8>)> {
+    let mut decode = |strict: bool| -> Result<(usize, usize)> {
         let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options(strict));
         d.decode_headers()
             .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
@@ -796,13 +859,15 @@ fn decode_jpeg(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(usize, usi
         let size = d
             .output_buffer_size()
             .ok_or_else(|| format_err(path, "cannot decode: image too large"))?;
-        let mut out = vec![0u8; size];
-        d.decode_into(&mut out)
-            .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
         if size != w * h * 3 {
             return Err(format_err(path, "cannot decode: unexpected channel count"));
         }
-        Ok((h, w, out))
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        d.decode_into(&mut buf[..size])
+            .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
+        Ok((h, w))
     };
     match decode(true) {
         Ok(v) => Ok(v),
@@ -823,6 +888,35 @@ fn decode_jpeg(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(usize, usi
     }
 }
 
+std::thread_local! {
+    /// Each thread's JPEG decoding buffer, reused from image to image.
+    static DECODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads and decodes `path` and calls `f(pixels, height, width)` with its
+/// pixels in the color mode's interleaved `u8` channels. JPEGs in RGB are
+/// decoded into a per-thread buffer (no allocation per image).
+fn with_pixels<R>(
+    path: &Path,
+    max_pixels: u64,
+    mode: ColorMode,
+    f: impl FnOnce(&[u8], usize, usize) -> R,
+) -> Result<R> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    if is_jpeg(&bytes) && mode == ColorMode::Rgb {
+        return DECODE_BUFFER.with(|buf| {
+            let mut buf = buf
+                .try_borrow_mut()
+                .map_err(|e| format_err(path, e.to_string()))?;
+            let (h, w) = decode_jpeg_into(path, &bytes, max_pixels, &mut buf)?;
+            Ok(f(&buf[..h * w * 3], h, w))
+        });
+    }
+    let img = decode_bytes(path, &bytes, max_pixels)?;
+    let (h, w, data) = to_channels(img, mode);
+    Ok(f(&data, h, w))
+}
+
 /// Reads and decodes one image file with the content's format (not the
 /// extension's), refusing images of more than `max_pixels` pixels before
 /// decoding them. Errors name the file.
@@ -836,7 +930,9 @@ fn decode_bytes(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<image::Dyn
         return Err(format_err(path, "empty file (0 bytes)"));
     }
     if is_jpeg(bytes) {
-        let (h, w, data) = decode_jpeg(path, bytes, max_pixels)?;
+        let mut data = Vec::new();
+        let (h, w) = decode_jpeg_into(path, bytes, max_pixels, &mut data)?;
+        data.truncate(h * w * 3);
         let img = image::RgbImage::from_raw(w as u32, h as u32, data)
             .ok_or_else(|| format_err(path, "bad image buffer"))?;
         return Ok(image::DynamicImage::ImageRgb8(img));
@@ -898,55 +994,51 @@ pub fn load_image_into(path: &Path, options: &FlowOptions, out: &mut [f32]) -> R
             "output buffer size does not match the target size",
         ));
     }
-    let img = decode_image(path, options.max_pixels)?;
-    let (h, w, data) = to_channels(img, options.color_mode);
-    if (h, w) == (th, tw) {
-        out.iter_mut()
-            .zip(&data)
-            .for_each(|(o, &v)| *o = f32::from(v));
+    let lut = fast::scale_lut(1.0);
+    with_pixels(path, options.max_pixels, options.color_mode, |src, h, w| {
+        resize_into(src, h, w, options, &lut, out)
+    })?
+    .map_err(|e| format_err(path, e))
+}
+
+/// Resizes `src` (`h` x `w`, the options' channels) to the target size by
+/// the options' interpolation into `out`, each value mapped through `lut`.
+fn resize_into(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    options: &FlowOptions,
+    lut: &[f32; 256],
+    out: &mut [f32],
+) -> std::result::Result<(), &'static str> {
+    let (th, tw) = options.target_size;
+    let c = options.color_mode.channels();
+    if options.interpolation == Interpolation::Nearest || (h, w) == (th, tw) {
+        fast::resize_nearest(src, h, w, c, th, tw, lut, out);
         return Ok(());
     }
-    match options.interpolation {
-        Interpolation::Nearest => {
-            // PIL's nearest: source = floor((dst + 0.5) * src / dst).
-            let map = |dst: usize, n_src: usize, n_dst: usize| {
-                (((dst as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
-            };
-            let cols: Vec<usize> = (0..tw).map(|x| map(x, w, tw) * c).collect();
-            for y in 0..th {
-                let row = &data[map(y, h, th) * w * c..];
-                let o = &mut out[y * tw * c..(y + 1) * tw * c];
-                for (x, &sx) in cols.iter().enumerate() {
-                    for k in 0..c {
-                        o[x * c + k] = f32::from(row[sx + k]);
-                    }
-                }
-            }
+    let filter = image::imageops::FilterType::Triangle;
+    let data = src.to_vec();
+    let resized: Vec<u8> = match c {
+        1 => {
+            let b =
+                image::GrayImage::from_raw(w as u32, h as u32, data).ok_or("bad image buffer")?;
+            image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
         }
-        Interpolation::Bilinear => {
-            let filter = image::imageops::FilterType::Triangle;
-            let resized: Vec<u8> = match c {
-                1 => {
-                    let b = image::GrayImage::from_raw(w as u32, h as u32, data)
-                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
-                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
-                }
-                3 => {
-                    let b = image::RgbImage::from_raw(w as u32, h as u32, data)
-                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
-                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
-                }
-                _ => {
-                    let b = image::RgbaImage::from_raw(w as u32, h as u32, data)
-                        .ok_or_else(|| format_err(path, "bad image buffer"))?;
-                    image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
-                }
-            };
-            out.iter_mut()
-                .zip(&resized)
-                .for_each(|(o, &v)| *o = f32::from(v));
+        3 => {
+            let b =
+                image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("bad image buffer")?;
+            image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
         }
-    }
+        _ => {
+            let b =
+                image::RgbaImage::from_raw(w as u32, h as u32, data).ok_or("bad image buffer")?;
+            image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
+        }
+    };
+    out.iter_mut()
+        .zip(&resized)
+        .for_each(|(o, &v)| *o = lut[v as usize]);
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 
 pub mod augment;
 pub mod directory;
+mod fast;
 pub mod idx;
 pub mod preview;
 

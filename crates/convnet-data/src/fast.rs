@@ -1,0 +1,518 @@
+//! The fast paths of `flow_from_directory`, from the decoded `u8` image
+//! straight to the `f32` batch slot:
+//!
+//! - [`resize_nearest`]: Keras's (PIL's) nearest resize through index
+//!   tables, with the rescale folded into a 256-entry lookup table; equal,
+//!   value for value, to resizing then rescaling.
+//! - [`affine_resample`]: the augmentation's affine transform composed with
+//!   the resize to the target size, in ONE bilinear pass from the full-size
+//!   image (fixed-point coordinates and weights); within a fraction of a
+//!   grey level of the same transform computed in `f64`.
+
+use crate::augment::FillMode;
+
+/// Source pixel of destination index `dst` for a nearest resize from
+/// `n_src` to `n_dst`: PIL's `floor((dst + 0.5) * n_src / n_dst)`.
+#[inline]
+pub(crate) fn nearest_index(dst: usize, n_src: usize, n_dst: usize) -> usize {
+    (((dst as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
+}
+
+/// The lookup table `v -> v * scale` for the 256 byte values.
+pub(crate) fn scale_lut(scale: f32) -> [f32; 256] {
+    std::array::from_fn(|v| f32::from(v as u8) * scale)
+}
+
+/// Nearest resize (PIL's rule) of `src` (`sh` x `sw` x `c`, `u8`) to `out`
+/// (`th` x `tw` x `c`), each value mapped through `lut`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resize_nearest(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    c: usize,
+    th: usize,
+    tw: usize,
+    lut: &[f32; 256],
+    out: &mut [f32],
+) {
+    assert_eq!(src.len(), sh * sw * c, "resize_nearest: source size");
+    assert_eq!(out.len(), th * tw * c, "resize_nearest: output size");
+    if (sh, sw) == (th, tw) {
+        out.iter_mut()
+            .zip(src)
+            .for_each(|(o, &v)| *o = lut[v as usize]);
+        return;
+    }
+    let cols: Vec<usize> = (0..tw).map(|x| nearest_index(x, sw, tw) * c).collect();
+    let row_len = sw * c;
+    for (y, o) in out.chunks_exact_mut(tw * c).enumerate() {
+        let sy = nearest_index(y, sh, th);
+        let row = &src[sy * row_len..(sy + 1) * row_len];
+        match c {
+            3 => {
+                for (o, &sx) in o.chunks_exact_mut(3).zip(&cols) {
+                    let p = &row[sx..sx + 3];
+                    o[0] = lut[p[0] as usize];
+                    o[1] = lut[p[1] as usize];
+                    o[2] = lut[p[2] as usize];
+                }
+            }
+            _ => {
+                for (o, &sx) in o.chunks_exact_mut(c).zip(&cols) {
+                    for (o, &v) in o.iter_mut().zip(&row[sx..sx + c]) {
+                        *o = lut[v as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 2x3 affine map from a destination pixel `(row, col)` of a `th` x
+/// `tw` image to the source point `(y, x)` of an `sh` x `sw` image: `m`
+/// (Keras's matrix, in destination coordinates) followed by the resize,
+/// pixel centres aligned (`y_src = (y + 0.5) * sh / th - 0.5`).
+pub(crate) fn compose_resize(
+    m: &[[f64; 3]; 3],
+    sh: usize,
+    sw: usize,
+    th: usize,
+    tw: usize,
+) -> [[f64; 3]; 2] {
+    let sy = sh as f64 / th as f64;
+    let sx = sw as f64 / tw as f64;
+    [
+        [m[0][0] * sy, m[0][1] * sy, m[0][2] * sy + 0.5 * sy - 0.5],
+        [m[1][0] * sx, m[1][1] * sx, m[1][2] * sx + 0.5 * sx - 0.5],
+    ]
+}
+
+/// Maps a possibly out-of-range index into `0..n` by the fill mode
+/// (`Constant` clamps: the caller has already decided the point is inside).
+#[inline]
+pub(crate) fn map_index(i: i64, n: usize, mode: FillMode) -> usize {
+    let n = n as i64;
+    match mode {
+        FillMode::Nearest | FillMode::Constant => i.clamp(0, n - 1) as usize,
+        FillMode::Reflect => {
+            let m = i.rem_euclid(2 * n);
+            (if m >= n { 2 * n - 1 - m } else { m }) as usize
+        }
+        FillMode::Wrap => i.rem_euclid(n) as usize,
+    }
+}
+
+/// Fractional bits of the fixed-point coordinates.
+const FRAC: u32 = 32;
+/// How far outside (1e-6 pixel, in fixed point) a point may be and still
+/// count as inside for [`FillMode::Constant`], as in `affine_transform`.
+const EPS: i64 = 4295;
+/// Bits of each bilinear weight: the four products sum to `1 << 2 * WBITS`,
+/// and 255 times that fits a `u32`.
+const WBITS: u32 = 12;
+
+/// Resamples `src` (`sh` x `sw` x `c`, `u8`) through `a` (destination pixel
+/// to source point, see [`compose_resize`]) with bilinear interpolation
+/// into `out` (`th` x `tw` x `c`), every value times `scale`; points outside
+/// follow `fill_mode` (`cval` for `Constant`, times `scale` too). `None`
+/// (nothing written) when `a` is not finite.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn affine_resample(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    c: usize,
+    a: &[[f64; 3]; 2],
+    fill_mode: FillMode,
+    cval: f32,
+    scale: f32,
+    th: usize,
+    tw: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    assert_eq!(src.len(), sh * sw * c, "affine_resample: source size");
+    assert_eq!(out.len(), th * tw * c, "affine_resample: output size");
+    if !a.iter().flatten().all(|v| v.is_finite()) {
+        return None;
+    }
+    // Every coordinate must stay well inside i64 in fixed point.
+    let far = |v: f64| v.abs() > 1e9;
+    let corners = [
+        (0.0, 0.0),
+        (0.0, tw as f64),
+        (th as f64, 0.0),
+        (th as f64, tw as f64),
+    ];
+    if corners.iter().any(|&(r, q)| {
+        far(a[0][0] * r + a[0][1] * q + a[0][2]) || far(a[1][0] * r + a[1][1] * q + a[1][2])
+    }) {
+        return None;
+    }
+    match c {
+        1 => resample::<1>(src, sh, sw, a, fill_mode, cval, scale, th, tw, out),
+        3 => resample::<3>(src, sh, sw, a, fill_mode, cval, scale, th, tw, out),
+        4 => resample::<4>(src, sh, sw, a, fill_mode, cval, scale, th, tw, out),
+        _ => resample_dyn(src, sh, sw, c, a, fill_mode, cval, scale, th, tw, out),
+    }
+    Some(())
+}
+
+#[inline]
+fn fixed(v: f64) -> i64 {
+    (v * (1u64 << FRAC) as f64).round() as i64
+}
+
+/// The four bilinear weights of fractions `fy`, `fx` (each `WBITS` bits).
+#[inline]
+fn weights(fy: u32, fx: u32) -> [u32; 4] {
+    let one = 1u32 << WBITS;
+    [
+        (one - fy) * (one - fx),
+        (one - fy) * fx,
+        fy * (one - fx),
+        fy * fx,
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resample<const C: usize>(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    a: &[[f64; 3]; 2],
+    fill_mode: FillMode,
+    cval: f32,
+    scale: f32,
+    th: usize,
+    tw: usize,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(out.len(), th * tw * C);
+    let k = scale / (1u64 << (2 * WBITS)) as f32;
+    let (dy, dx) = (fixed(a[0][1]), fixed(a[1][1]));
+    let (ymax, xmax) = ((sh as i64 - 1) << FRAC, (sw as i64 - 1) << FRAC);
+    let stride = sw * C;
+    let fill = cval * scale;
+    for (r, orow) in out.chunks_exact_mut(tw * C).enumerate() {
+        let rf = r as f64;
+        let mut y = fixed(a[0][0] * rf + a[0][2]);
+        let mut x = fixed(a[1][0] * rf + a[1][2]);
+        for o in orow.chunks_exact_mut(C) {
+            let (yi, xi) = (y, x);
+            y += dy;
+            x += dx;
+            let (y0, x0) = (yi >> FRAC, xi >> FRAC);
+            let fy = ((yi >> (FRAC - WBITS)) & ((1 << WBITS) - 1)) as u32;
+            let fx = ((xi >> (FRAC - WBITS)) & ((1 << WBITS) - 1)) as u32;
+            let w = weights(fy, fx);
+            if yi >= 0 && yi < ymax && xi >= 0 && xi < xmax {
+                // Inside: the four neighbours exist.
+                let p = y0 as usize * stride + x0 as usize * C;
+                let top = &src[p..p + 2 * C];
+                let bot = &src[p + stride..p + stride + 2 * C];
+                for ch in 0..C {
+                    let s = u32::from(top[ch]) * w[0]
+                        + u32::from(top[C + ch]) * w[1]
+                        + u32::from(bot[ch]) * w[2]
+                        + u32::from(bot[C + ch]) * w[3];
+                    o[ch] = s as f32 * k;
+                }
+                continue;
+            }
+            if fill_mode == FillMode::Constant
+                && (yi < -EPS || yi > ymax + EPS || xi < -EPS || xi > xmax + EPS)
+            {
+                o.fill(fill);
+                continue;
+            }
+            let ya = map_index(y0, sh, fill_mode) * stride;
+            let yb = map_index(y0 + 1, sh, fill_mode) * stride;
+            let xa = map_index(x0, sw, fill_mode) * C;
+            let xb = map_index(x0 + 1, sw, fill_mode) * C;
+            for ch in 0..C {
+                let s = u32::from(src[ya + xa + ch]) * w[0]
+                    + u32::from(src[ya + xb + ch]) * w[1]
+                    + u32::from(src[yb + xa + ch]) * w[2]
+                    + u32::from(src[yb + xb + ch]) * w[3];
+                o[ch] = s as f32 * k;
+            }
+        }
+    }
+}
+
+/// [`resample`] for any channel count (the rare case).
+#[allow(clippy::too_many_arguments)]
+fn resample_dyn(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    c: usize,
+    a: &[[f64; 3]; 2],
+    fill_mode: FillMode,
+    cval: f32,
+    scale: f32,
+    th: usize,
+    tw: usize,
+    out: &mut [f32],
+) {
+    let k = scale / (1u64 << (2 * WBITS)) as f32;
+    let (ymax, xmax) = ((sh as i64 - 1) << FRAC, (sw as i64 - 1) << FRAC);
+    for r in 0..th {
+        for q in 0..tw {
+            let (rf, qf) = (r as f64, q as f64);
+            let yi = fixed(a[0][0] * rf + a[0][1] * qf + a[0][2]);
+            let xi = fixed(a[1][0] * rf + a[1][1] * qf + a[1][2]);
+            let o = &mut out[(r * tw + q) * c..(r * tw + q + 1) * c];
+            if fill_mode == FillMode::Constant
+                && (yi < -EPS || yi > ymax + EPS || xi < -EPS || xi > xmax + EPS)
+            {
+                o.fill(cval * scale);
+                continue;
+            }
+            let (y0, x0) = (yi >> FRAC, xi >> FRAC);
+            let fy = ((yi >> (FRAC - WBITS)) & ((1 << WBITS) - 1)) as u32;
+            let fx = ((xi >> (FRAC - WBITS)) & ((1 << WBITS) - 1)) as u32;
+            let w = weights(fy, fx);
+            let ya = map_index(y0, sh, fill_mode) * sw * c;
+            let yb = map_index(y0 + 1, sh, fill_mode) * sw * c;
+            let xa = map_index(x0, sw, fill_mode) * c;
+            let xb = map_index(x0 + 1, sw, fill_mode) * c;
+            for (ch, o) in o.iter_mut().enumerate() {
+                let s = u32::from(src[ya + xa + ch]) * w[0]
+                    + u32::from(src[ya + xb + ch]) * w[1]
+                    + u32::from(src[yb + xa + ch]) * w[2]
+                    + u32::from(src[yb + xb + ch]) * w[3];
+                *o = s as f32 * k;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::{affine_transform, TransformParams};
+
+    fn image(h: usize, w: usize, c: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..h * w * c)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                // Smooth-ish with noise: edges of every contrast.
+                ((i / c % w) as u64 * 3 + (s >> 60)) as u8 ^ (i / (w * c) * 5) as u8
+            })
+            .collect()
+    }
+
+    /// The plain nearest resize: one pixel at a time, PIL's rule.
+    fn nearest_plain(src: &[u8], sh: usize, sw: usize, c: usize, th: usize, tw: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        for y in 0..th {
+            for x in 0..tw {
+                let sy = ((y as f64 + 0.5) * sh as f64 / th as f64).floor() as usize;
+                let sx = ((x as f64 + 0.5) * sw as f64 / tw as f64).floor() as usize;
+                for k in 0..c {
+                    out.push(f32::from(
+                        src[(sy.min(sh - 1) * sw + sx.min(sw - 1)) * c + k],
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn nearest_table_equals_plain() {
+        for (sh, sw, c, th, tw) in [
+            (375, 500, 3, 150, 150),
+            (300, 457, 3, 150, 150),
+            (7, 5, 1, 13, 11),
+            (150, 150, 3, 150, 150),
+            (9, 8, 4, 4, 3),
+        ] {
+            let src = image(sh, sw, c, (sh * sw) as u64);
+            for scale in [1.0f32, 1.0 / 255.0] {
+                let mut out = vec![0.0; th * tw * c];
+                resize_nearest(&src, sh, sw, c, th, tw, &scale_lut(scale), &mut out);
+                let want: Vec<f32> = nearest_plain(&src, sh, sw, c, th, tw)
+                    .into_iter()
+                    .map(|v| v * scale)
+                    .collect();
+                assert_eq!(out, want, "{sh}x{sw}x{c} -> {th}x{tw}");
+            }
+        }
+    }
+
+    /// The plain resampling: `f64` coordinates, `f64` bilinear, per pixel.
+    #[allow(clippy::too_many_arguments)]
+    fn resample_plain(
+        src: &[u8],
+        sh: usize,
+        sw: usize,
+        c: usize,
+        a: &[[f64; 3]; 2],
+        mode: FillMode,
+        cval: f32,
+        th: usize,
+        tw: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; th * tw * c];
+        for r in 0..th {
+            for q in 0..tw {
+                let (rf, qf) = (r as f64, q as f64);
+                let y = a[0][0] * rf + a[0][1] * qf + a[0][2];
+                let x = a[1][0] * rf + a[1][1] * qf + a[1][2];
+                let o = &mut out[(r * tw + q) * c..(r * tw + q + 1) * c];
+                let e = 1e-6;
+                if mode == FillMode::Constant
+                    && (y < -e || y > (sh - 1) as f64 + e || x < -e || x > (sw - 1) as f64 + e)
+                {
+                    o.fill(cval);
+                    continue;
+                }
+                let (y0, x0) = (y.floor(), x.floor());
+                let (fy, fx) = (y - y0, x - x0);
+                let (y0, x0) = (y0 as i64, x0 as i64);
+                let ya = map_index(y0, sh, mode);
+                let yb = map_index(y0 + 1, sh, mode);
+                let xa = map_index(x0, sw, mode);
+                let xb = map_index(x0 + 1, sw, mode);
+                for (k, v) in o.iter_mut().enumerate() {
+                    let p = |yy: usize, xx: usize| f64::from(src[(yy * sw + xx) * c + k]);
+                    *v = ((1.0 - fy) * (1.0 - fx) * p(ya, xa)
+                        + (1.0 - fy) * fx * p(ya, xb)
+                        + fy * (1.0 - fx) * p(yb, xa)
+                        + fy * fx * p(yb, xb)) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn params(i: u64) -> TransformParams {
+        let f = |k: u64| ((i * 7919 + k * 104_729) % 1000) as f64 / 1000.0 - 0.5;
+        TransformParams {
+            theta: 40.0 * f(1),
+            tx: 60.0 * f(2),
+            ty: 60.0 * f(3),
+            shear: 20.0 * f(4),
+            zx: 1.0 + 0.4 * f(5),
+            zy: 1.0 + 0.4 * f(6),
+            flip_horizontal: i % 2 == 0,
+            flip_vertical: i % 3 == 0,
+            ..TransformParams::default()
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn fused_resample_matches_plain_f64() {
+        let modes = [
+            FillMode::Nearest,
+            FillMode::Constant,
+            FillMode::Reflect,
+            FillMode::Wrap,
+        ];
+        for (sh, sw, c) in [
+            (375, 500, 3),
+            (311, 457, 3),
+            (40, 30, 1),
+            (33, 47, 4),
+            (20, 20, 2),
+        ] {
+            let src = image(sh, sw, c, (sh + sw) as u64);
+            for (i, mode) in modes.iter().enumerate() {
+                let (th, tw) = (150, 150);
+                let m = params(i as u64 + sh as u64).matrix(th, tw).unwrap();
+                let a = compose_resize(&m, sh, sw, th, tw);
+                let mut out = vec![0.0; th * tw * c];
+                affine_resample(&src, sh, sw, c, &a, *mode, 17.0, 1.0, th, tw, &mut out).unwrap();
+                let want = resample_plain(&src, sh, sw, c, &a, *mode, 17.0, th, tw);
+                let d = max_diff(&out, &want);
+                assert!(d <= 0.25, "{sh}x{sw}x{c} {mode:?}: max difference {d}");
+                // The rescale folded in.
+                let mut scaled = vec![0.0; th * tw * c];
+                affine_resample(&src, sh, sw, c, &a, *mode, 17.0, 0.5, th, tw, &mut scaled)
+                    .unwrap();
+                let d = out
+                    .iter()
+                    .zip(&scaled)
+                    .map(|(p, q)| (p * 0.5 - q).abs())
+                    .fold(0.0, f32::max);
+                assert!(d <= 1e-3, "scale: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_size_matches_affine_transform() {
+        // No resize: the fused pass is the augmentation's own affine pass.
+        let (h, w, c) = (64, 48, 3);
+        let src = image(h, w, c, 3);
+        let srcf: Vec<f32> = src.iter().map(|&v| f32::from(v)).collect();
+        for (i, mode) in [
+            FillMode::Nearest,
+            FillMode::Constant,
+            FillMode::Reflect,
+            FillMode::Wrap,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let m = params(i as u64).matrix(h, w).unwrap();
+            let mut want = vec![0.0; h * w * c];
+            affine_transform(&srcf, h, w, c, &m, mode, 9.0, &mut want);
+            let a = compose_resize(&m, h, w, h, w);
+            let mut out = vec![0.0; h * w * c];
+            affine_resample(&src, h, w, c, &a, mode, 9.0, 1.0, h, w, &mut out).unwrap();
+            let d = max_diff(&out, &want);
+            assert!(d <= 0.25, "{mode:?}: max difference {d}");
+        }
+    }
+
+    #[test]
+    fn not_finite_is_refused() {
+        let src = image(4, 4, 3, 1);
+        let mut out = vec![0.0; 2 * 2 * 3];
+        let a = [[f64::NAN, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        assert!(affine_resample(
+            &src,
+            4,
+            4,
+            3,
+            &a,
+            FillMode::Nearest,
+            0.0,
+            1.0,
+            2,
+            2,
+            &mut out
+        )
+        .is_none());
+        let a = [[1e300, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        assert!(affine_resample(
+            &src,
+            4,
+            4,
+            3,
+            &a,
+            FillMode::Nearest,
+            0.0,
+            1.0,
+            2,
+            2,
+            &mut out
+        )
+        .is_none());
+    }
+}
