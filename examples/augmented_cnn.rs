@@ -64,10 +64,10 @@ pub fn run(
             "`augmentation_preview.png`: one training image under 9 random augmentations".into(),
         ],
     )?;
-    common::print_files(&files, &trained);
-    println!(
-        "  {:<28} one training image under 9 random augmentations",
-        preview.display().to_string()
+    common::print_files_with(
+        &files,
+        &trained,
+        &[(&preview, "one training image under 9 random augmentations")],
     );
     Ok(out)
 }

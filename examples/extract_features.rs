@@ -14,7 +14,8 @@
 //!
 //! Run: `cargo run --release --example extract_features -- --images
 //! data/sample/validation/sneakers/sneaker.0.png --layers mixed0,mixed7
-//! --output features.safetensors`
+//! --output features.safetensors` (default output:
+//! `runs/extract_features-<time>/features.safetensors`)
 
 // `pub` so that the end-to-end test (tests/examples.rs) can reach it.
 #[path = "common/mod.rs"]
@@ -74,9 +75,10 @@ pub struct Cli {
     #[arg(long)]
     pub include_top: bool,
 
-    /// Where to write the features.
-    #[arg(long, value_name = "FILE", default_value = "features.safetensors")]
-    pub output: PathBuf,
+    /// Where to write the features. Default:
+    /// runs/extract_features-<UTC date>-<time>/features.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 
     /// Inputs per forward pass.
     #[arg(long, value_name = "N", default_value_t = 8)]
@@ -181,10 +183,6 @@ pub fn extract(
 
 /// The whole program after parsing the flags; returns the features.
 pub fn run(cli: Cli) -> Result<Vec<(String, Tensor)>, common::BoxError> {
-    let weights = common::BaseWeights::from_flag(cli.weights.as_deref(), cli.include_top)?;
-    if weights == common::BaseWeights::Random {
-        eprintln!("{}", common::random_weights_banner("extract_features"));
-    }
     if cli.list_layers {
         let model = inception(
             cli.target_size,
@@ -200,6 +198,10 @@ pub fn run(cli: Cli) -> Result<Vec<(String, Tensor)>, common::BoxError> {
             );
         }
         return Ok(Vec::new());
+    }
+    let weights = common::BaseWeights::from_flag(cli.weights.as_deref(), cli.include_top)?;
+    if weights == common::BaseWeights::Random {
+        eprintln!("{}", common::random_weights_banner("extract_features"));
     }
     let (x, source) = inputs(&cli)?;
     let size = (x.shape()[1], x.shape()[2]);
@@ -231,8 +233,12 @@ pub fn run(cli: Cli) -> Result<Vec<(String, Tensor)>, common::BoxError> {
     meta.insert("input".to_string(), source);
     meta.insert("layers".to_string(), cli.layers.join(","));
     let refs: Vec<(&str, &Tensor)> = features.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    safetensors::save(&cli.output, &refs, &meta)?;
-    println!("Wrote {}", cli.output.display());
+    let output = match &cli.output {
+        Some(p) => p.clone(),
+        None => common::out_dir("extract_features", None)?.join("features.safetensors"),
+    };
+    safetensors::save(&output, &refs, &meta)?;
+    println!("Wrote {}", output.display());
     Ok(features)
 }
 

@@ -137,10 +137,10 @@ pub fn run(
             "`augmentation_preview.png`: one training image under 9 random augmentations".into(),
         ],
     )?;
-    common::print_files(&files, &trained);
-    println!(
-        "  {:<28} one training image under 9 random augmentations",
-        preview.display().to_string()
+    common::print_files_with(
+        &files,
+        &trained,
+        &[(&preview, "one training image under 9 random augmentations")],
     );
     if weights == common::BaseWeights::Random {
         eprintln!("{}", common::random_weights_banner(EXAMPLE));

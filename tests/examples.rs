@@ -502,8 +502,17 @@ fn extract_features_writes_the_layers_asked_for() {
     .unwrap();
     let err = extract_features::run(cli).unwrap_err().to_string();
     assert!(err.contains("mixed99"), "{err}");
-    // One of --input and --images is required.
+    // One of --input and --images is required, except to list the layers
+    // (which needs no weights file).
     assert!(extract_features::Cli::try_parse_from(["extract_features"]).is_err());
+    let cli = extract_features::Cli::try_parse_from([
+        "extract_features",
+        "--list-layers",
+        "--target-size",
+        "75",
+    ])
+    .unwrap();
+    assert!(extract_features::run(cli).unwrap().is_empty());
 }
 
 #[test]

@@ -742,15 +742,27 @@ pub fn write_run(
 
 /// Print where the files are, and the last epoch's figures.
 pub fn print_files(files: &RunFiles, trained: &Trained) {
+    print_files_with(files, trained, &[]);
+}
+
+/// [`print_files`] with more files of the run: `(path, what it is)`.
+pub fn print_files_with(files: &RunFiles, trained: &Trained, extra: &[(&Path, &str)]) {
     println!("\nWrote {}/", files.dir.display());
-    for (p, what) in [
+    let mut files_list: Vec<(&Path, &str)> = vec![
         (&files.accuracy_png, "training and validation accuracy"),
         (&files.loss_png, "training and validation loss"),
         (&files.history_csv, "the figures per epoch"),
         (&files.weights, "the trained weights"),
         (&files.report, "settings, summary and figures"),
-    ] {
-        println!("  {:<28} {what}", p.display().to_string());
+    ];
+    files_list.extend_from_slice(extra);
+    let width = files_list
+        .iter()
+        .map(|(p, _)| p.display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    for (p, what) in files_list {
+        println!("  {:<width$} {what}", p.display().to_string());
     }
     let last: Vec<String> = trained
         .history
