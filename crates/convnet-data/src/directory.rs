@@ -28,6 +28,18 @@
 //! trains. Pass `p` (0, 1, 2, ...) of the files uses the permutation drawn
 //! from `(seed, p)`, and image `i` of pass `p` the augmentation drawn from
 //! `(seed, p, i)`, so batches are the same whatever the thread count.
+//!
+//! Speed: JPEGs are decoded with zune-jpeg into a per-thread buffer; with
+//! no augmentation the resize is Keras's nearest through index tables
+//! (the rescale folded into a lookup table); with a geometric
+//! augmentation, Keras's matrix for the target size is composed with the
+//! resize and the image is sampled ONCE, bilinearly (fixed point), from the
+//! full-size decoded image straight into the batch (Keras resizes to the
+//! target size with nearest first, then transforms that small image; the
+//! one pass is as fast and loses less).
+//!
+//! Bad files: see [`DirectoryIterator`] (skipped with one warning, the
+//! batch filled from the next files, a count per pass).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -117,7 +129,8 @@ pub struct FlowOptions {
     /// The seed of the order and of the augmentation; `None` takes one from
     /// the clock.
     pub seed: Option<u64>,
-    /// The resize filter; nearest by default.
+    /// The resize filter; nearest by default. With a geometric
+    /// augmentation the resize is part of the one bilinear pass instead.
     pub interpolation: Interpolation,
     /// Print `Found N images belonging to K classes.` (true).
     pub verbose: bool,

@@ -690,3 +690,94 @@ fn huge_header_is_refused_before_decoding() {
         "{err}"
     );
 }
+
+/// The plain computation of one augmented image of the flow, in `f64`:
+/// the full-size image, Keras's matrix for the target size composed with
+/// the resize (pixel centres aligned), bilinear, edges clamped (fill mode
+/// nearest), then the rescale.
+fn augmented_plain(
+    full: &[f32],
+    (h, w): (usize, usize),
+    m: &[[f64; 3]; 3],
+    (th, tw): (usize, usize),
+    scale: f64,
+) -> Vec<f32> {
+    let (sy, sx) = (h as f64 / th as f64, w as f64 / tw as f64);
+    let mut out = Vec::new();
+    for r in 0..th {
+        for q in 0..tw {
+            let (rf, qf) = (r as f64, q as f64);
+            let y = (m[0][0] * rf + m[0][1] * qf + m[0][2] + 0.5) * sy - 0.5;
+            let x = (m[1][0] * rf + m[1][1] * qf + m[1][2] + 0.5) * sx - 0.5;
+            let (y0, x0) = (y.floor(), x.floor());
+            let (fy, fx) = (y - y0, x - x0);
+            let clamp = |v: f64, n: usize| (v.max(0.0) as usize).min(n - 1);
+            let (ya, yb) = (clamp(y0, h), clamp(y0 + 1.0, h));
+            let (xa, xb) = (clamp(x0, w), clamp(x0 + 1.0, w));
+            for k in 0..3 {
+                let p = |yy: usize, xx: usize| f64::from(full[(yy * w + xx) * 3 + k]);
+                let v = (1.0 - fy) * (1.0 - fx) * p(ya, xa)
+                    + (1.0 - fy) * fx * p(ya, xb)
+                    + fy * (1.0 - fx) * p(yb, xa)
+                    + fy * fx * p(yb, xb);
+                out.push((v * scale) as f32);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn augmented_batches_are_one_pass_from_the_full_size_image() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, w, h) in [("a", 40u32, 30u32), ("b", 37, 51)] {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        pattern(w, h, 9)
+            .save(dir.path().join(class).join("x.png"))
+            .unwrap();
+    }
+    let gen = ImageDataGenerator::new()
+        .rescale(1.0 / 255.0)
+        .rotation_range(20.0)
+        .width_shift_range(0.2)
+        .height_shift_range(0.2)
+        .shear_range(10.0)
+        .zoom_range(0.2)
+        .horizontal_flip(true);
+    let (th, tw) = (12, 10);
+    let o = FlowOptions {
+        target_size: (th, tw),
+        batch_size: 2,
+        shuffle: false,
+        seed: Some(3),
+        class_mode: ClassMode::Sparse,
+        verbose: false,
+        ..Default::default()
+    };
+    let mut it = gen.flow_from_directory(dir.path(), o).unwrap();
+    for pass in 0..2u64 {
+        let (x, _) = it.next().unwrap().unwrap();
+        for (i, path) in it.filepaths().iter().enumerate() {
+            let full = load_img(path, None, ColorMode::Rgb, Interpolation::Nearest).unwrap();
+            let (h, w) = (full.shape()[0], full.shape()[1]);
+            // Image i of pass p draws from (seed, p, i).
+            let mut rng = Rng::new(3).fork(1).fork(pass).fork(i as u64);
+            let m = gen
+                .get_random_transform(th, tw, &mut rng)
+                .matrix(th, tw)
+                .unwrap();
+            let want = augmented_plain(&full.values(), (h, w), &m, (th, tw), 1.0 / 255.0);
+            let size = th * tw * 3;
+            let got = &x.values()[i * size..(i + 1) * size];
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                d <= 0.25 / 255.0,
+                "pass {pass} image {i}: max difference {d}"
+            );
+        }
+    }
+}
