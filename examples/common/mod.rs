@@ -839,7 +839,7 @@ pub fn run_basic_cnn(
 pub struct AugmentArgs {
     /// Also rotate training images by a random angle of up to DEGREES
     /// either way (Keras's `rotation_range`; the mission tried 40 and notes
-    /// it made results worse on its data). Default 0: no rotation.
+    /// it made results worse on its data); 0 means none.
     #[arg(long, value_name = "DEGREES", default_value_t = 0.0)]
     pub rotation: f32,
 
