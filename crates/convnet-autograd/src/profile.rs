@@ -32,6 +32,12 @@ pub fn enabled() -> bool {
     }
 }
 
+/// Turn profiling on or off from code (tests, tools), whatever
+/// `CONVNET_PROFILE` says.
+pub fn set_enabled(on: bool) {
+    STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
 /// Run `f`, adding its wall time under `name` when profiling is on.
 pub fn timed<T>(name: &str, f: impl FnOnce() -> T) -> T {
     if !enabled() {

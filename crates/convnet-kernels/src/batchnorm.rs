@@ -225,6 +225,23 @@ pub fn batch_norm_forward_inference(
     if c == 0 {
         return Ok(());
     }
+    let (scale, shift) = inference_affine(gamma, beta, mean, var, eps);
+    normalize(c, x, y, &scale, &shift);
+    Ok(())
+}
+
+/// Inference-mode batch normalisation as the per-channel affine map it is,
+/// `y = x * scale + shift`: `scale = gamma / sqrt(var + eps)`, `shift =
+/// beta - mean * scale` (computed in f64). Lengths are those of `mean`;
+/// the caller checks them.
+pub fn inference_affine(
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let c = mean.len();
     let mut scale = vec![0.0f32; c];
     let mut shift = vec![0.0f32; c];
     for ch in 0..c {
@@ -234,8 +251,7 @@ pub fn batch_norm_forward_inference(
         scale[ch] = (g * inv) as f32;
         shift[ch] = (b - mean[ch] as f64 * g * inv) as f32;
     }
-    normalize(c, x, y, &scale, &shift);
-    Ok(())
+    (scale, shift)
 }
 
 /// Backward of the training-mode forward (statistics depend on `x`):

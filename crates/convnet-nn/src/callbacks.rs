@@ -1,6 +1,8 @@
 //! Callbacks run by `fit`: the [`Callback`] trait and Keras's
-//! `EarlyStopping`, `ModelCheckpoint` and `TerminateOnNaN`.
+//! `EarlyStopping`, `ModelCheckpoint`, `TerminateOnNaN` and
+//! `BackupAndRestore`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use convnet_tensor::Tensor;
@@ -20,6 +22,13 @@ pub enum Control {
 /// Hooks into `fit`. Epochs and steps are 1-based, as printed. Returning an
 /// error stops training with that error.
 pub trait Callback {
+    /// Before anything else: a callback that restores an interrupted run
+    /// (such as [`BackupAndRestore`]) loads its state into `model` and
+    /// returns the number of epochs already done; `fit` then starts there.
+    fn on_train_restore(&mut self, _model: &mut Model) -> Result<Option<usize>> {
+        Ok(None)
+    }
+
     /// Before the first epoch.
     fn on_train_begin(&mut self, _model: &Model) -> Result<()> {
         Ok(())
@@ -261,5 +270,96 @@ impl Callback for ModelCheckpoint {
         model.save_weights(&path)?;
         self.saved.push(path);
         Ok(Control::Continue)
+    }
+}
+
+/// Keras's `BackupAndRestore`: after each epoch, a checkpoint of the
+/// weights, the optimizer state and the number of epochs done, written
+/// atomically to `backup_dir/checkpoint.safetensors`. When `fit` starts and
+/// that file exists (the run before was interrupted), the model and
+/// optimizer are restored from it and training continues with the next
+/// epoch. The dropout masks and the data order depend only on the seed and
+/// the epoch and step, and `fit` skips the batches the finished epochs used,
+/// so a resumed run ends with the same weights as an uninterrupted one
+/// (given the same seed and data source). The backup is deleted when
+/// training completes, unless `delete_checkpoint` is false.
+///
+/// ```no_run
+/// # use convnet_nn::{Model, FitOptions, callbacks::BackupAndRestore};
+/// # fn f(model: &mut Model, train: &mut dyn convnet_nn::BatchSource) -> convnet_nn::Result<()> {
+/// let mut backup = BackupAndRestore::new("runs/backup");
+/// let options = FitOptions { epochs: 15, steps_per_epoch: Some(100), ..Default::default() };
+/// model.fit_with_callbacks(train, None, &options, &mut [&mut backup])?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BackupAndRestore {
+    /// The folder holding the backup.
+    pub backup_dir: PathBuf,
+    /// Delete the backup when training completes (Keras's default).
+    pub delete_checkpoint: bool,
+    /// The epochs found done when training started (0 for a fresh run).
+    pub restored_epochs: usize,
+}
+
+impl BackupAndRestore {
+    /// Back up into `backup_dir` (created when needed).
+    pub fn new(backup_dir: impl Into<PathBuf>) -> Self {
+        BackupAndRestore {
+            backup_dir: backup_dir.into(),
+            delete_checkpoint: true,
+            restored_epochs: 0,
+        }
+    }
+
+    /// The checkpoint file.
+    pub fn path(&self) -> PathBuf {
+        self.backup_dir.join("checkpoint.safetensors")
+    }
+}
+
+impl Callback for BackupAndRestore {
+    fn on_train_restore(&mut self, model: &mut Model) -> Result<Option<usize>> {
+        let path = self.path();
+        if !path.exists() {
+            self.restored_epochs = 0;
+            return Ok(None);
+        }
+        let meta = model.load_checkpoint_meta(&path)?;
+        let epochs = meta
+            .get("epochs_done")
+            .and_then(|e| e.parse::<usize>().ok())
+            .ok_or_else(|| NnError::Weights {
+                path: path.display().to_string(),
+                message: "not a BackupAndRestore checkpoint (no \"epochs_done\" metadata)".into(),
+            })?;
+        self.restored_epochs = epochs;
+        Ok(Some(epochs))
+    }
+
+    fn on_epoch_end(&mut self, epoch: usize, _logs: &Logs, model: &Model) -> Result<Control> {
+        std::fs::create_dir_all(&self.backup_dir).map_err(|e| NnError::Weights {
+            path: self.backup_dir.display().to_string(),
+            message: format!("cannot create the backup folder: {e}"),
+        })?;
+        let meta = BTreeMap::from([("epochs_done".to_string(), epoch.to_string())]);
+        model.save_checkpoint_with(&self.path(), meta)?;
+        Ok(Control::Continue)
+    }
+
+    fn on_train_end(&mut self, _model: &Model) -> Result<()> {
+        if self.delete_checkpoint {
+            match std::fs::remove_file(self.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(NnError::Weights {
+                        path: self.path().display().to_string(),
+                        message: format!("cannot delete the backup: {e}"),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -101,6 +101,40 @@ pub trait Layer {
     /// the order of [`LayerCore::weights`].
     fn forward(&self, inputs: &[Var], params: &[Var], ctx: &mut ForwardCtx<'_>) -> Result<Var>;
 
+    /// Fusion hook: a layer that is, in this mode and with these weights, a
+    /// constant per-channel affine map `y = x * scale + shift` (batch
+    /// normalisation in inference mode, weights not training) returns
+    /// `(scale, shift)`, so that the model can fold it into the
+    /// convolution before it. `None` (the default) otherwise.
+    fn inference_affine(
+        &self,
+        _params: &[Var],
+        _training: bool,
+    ) -> Option<Result<(Vec<f32>, Vec<f32>)>> {
+        None
+    }
+
+    /// Fusion hook: this layer's forward pass followed by a per-channel
+    /// `y * scale + shift` and, with `relu`, a ReLU, computed in one pass
+    /// (a Conv2D without activation folds them into its kernel, bias and
+    /// epilogue when its weights are constants). `None` (the default) when
+    /// the layer cannot.
+    fn forward_scaled(
+        &self,
+        _input: &Var,
+        _params: &[Var],
+        _scale: &[f32],
+        _shift: &[f32],
+        _relu: bool,
+    ) -> Option<Result<Var>> {
+        None
+    }
+
+    /// Fusion hook: true for a layer that only applies a ReLU.
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// The layer's name.
     fn name(&self) -> &str {
         &self.core().name

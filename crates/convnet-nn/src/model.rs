@@ -6,7 +6,7 @@ use std::rc::Rc;
 use convnet_autograd::{Tape, Var};
 use convnet_tensor::{Rng, Tensor};
 
-use crate::graph::{apply_boxed, GraphRef, NodeKind, SymbolicTensor};
+use crate::graph::{apply_boxed, Graph, GraphRef, NodeKind, SymbolicTensor};
 use crate::layer::{unique_name, ForwardCtx, Layer, Weight};
 use crate::training::Compiled;
 use crate::{Input, NnError, Result};
@@ -379,13 +379,34 @@ impl Model {
                 uses[i] += 1;
             }
         }
+        let mut consumers = vec![Vec::new(); g.nodes.len()];
+        for &n in &self.order {
+            for &i in &g.nodes[n].inputs {
+                consumers[i].push(n);
+            }
+        }
+        // The sole consumer of `n`, when it is a layer whose only input is
+        // `n`, and `n` is not the output.
+        let sole = |n: usize| -> Option<(usize, usize)> {
+            match consumers[n].as_slice() {
+                &[m] if n != self.output && g.nodes[m].inputs == [n] => match g.nodes[m].kind {
+                    NodeKind::Layer(l) => Some((m, l)),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
         let mut values: Vec<Option<Var>> = vec![None; g.nodes.len()];
         values[self.input] = Some(x);
+        let mut fused_away = vec![false; g.nodes.len()];
         let mut all_updates = Vec::new();
         for &n in &self.order {
             let NodeKind::Layer(l) = g.nodes[n].kind else {
                 continue;
             };
+            if fused_away[n] {
+                continue;
+            }
             let node = &g.nodes[n];
             let inputs: Vec<Var> = node
                 .inputs
@@ -403,6 +424,27 @@ impl Model {
                 }
             }
             let layer = &g.layers[l];
+            // Conv2D -> BatchNormalization in inference mode (-> ReLU), all
+            // weights constant (a frozen base, or predict): one convolution
+            // with the normalisation folded into its kernel and bias and the
+            // ReLU in its epilogue. Nothing is recorded for backward that
+            // the three layers would not have recorded.
+            if let [input] = inputs.as_slice() {
+                if let Some((y, last)) =
+                    self.fused(&g, layer.as_ref(), l, n, input, params, training, &sole)?
+                {
+                    let mut at = n;
+                    while at != last {
+                        let (next, _) = sole(at).ok_or_else(|| {
+                            NnError::build("internal: a fused layer lost its consumer")
+                        })?;
+                        fused_away[next] = true;
+                        at = next;
+                    }
+                    values[last] = Some(y);
+                    continue;
+                }
+            }
             let mut updates = Vec::new();
             let mut ctx = ForwardCtx {
                 training,
@@ -432,6 +474,61 @@ impl Model {
             .take()
             .ok_or_else(|| NnError::build("internal: the output was not computed"))?;
         Ok((out, all_updates))
+    }
+
+    /// The fused forward pass starting at conv node `n` (layer `l`), when
+    /// the pattern applies: `(output, the last node it stands for)`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused(
+        &self,
+        g: &Graph,
+        conv: &dyn Layer,
+        l: usize,
+        n: usize,
+        input: &Var,
+        params: &ParamVars,
+        training: bool,
+        sole: &dyn Fn(usize) -> Option<(usize, usize)>,
+    ) -> Result<Option<(Var, usize)>> {
+        if conv.class_name() != "Conv2D" {
+            return Ok(None);
+        }
+        let Some((bn_node, bn)) = sole(n) else {
+            return Ok(None);
+        };
+        let Some(affine) = g.layers[bn].inference_affine(&params.vars[bn], training) else {
+            return Ok(None);
+        };
+        let (scale, shift) = affine?;
+        let relu = sole(bn_node).filter(|&(_, a)| g.layers[a].is_relu());
+        let last = relu.map_or(bn_node, |(a, _)| a);
+        let section = if convnet_autograd::profile::enabled() {
+            format!(
+                "forward {}+{}{}",
+                conv.name(),
+                g.layers[bn].name(),
+                relu.map_or(String::new(), |(_, a)| format!("+{}", g.layers[a].name()))
+            )
+        } else {
+            String::new()
+        };
+        let y = convnet_autograd::profile::timed(&section, || {
+            conv.forward_scaled(input, &params.vars[l], &scale, &shift, relu.is_some())
+        });
+        match y {
+            None => Ok(None),
+            Some(y) => Ok(Some((
+                y.map_err(|e| match e {
+                    NnError::Tensor(t) => NnError::Data(format!(
+                        "layer \"{}\" ({}): {t}",
+                        conv.name(),
+                        conv.class_name()
+                    )),
+                    other => other,
+                })?,
+                last,
+            ))),
+        }
     }
 
     pub(crate) fn apply_updates(&self, updates: WeightUpdates) {

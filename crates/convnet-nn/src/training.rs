@@ -267,11 +267,49 @@ impl Model {
             return Err(NnError::usage("steps_per_epoch must be positive"));
         }
         let mut history = History::default();
+        let mut first = options.initial_epoch;
+        for cb in callbacks.iter_mut() {
+            if let Some(done) = cb.on_train_restore(self)? {
+                first = first.max(done);
+            }
+        }
+        if first > options.initial_epoch {
+            // Continue the data where the finished epochs left it.
+            let skip = options
+                .steps_per_epoch
+                .map(|s| s * (first - options.initial_epoch));
+            if options.verbose > 0 {
+                match skip {
+                    Some(n) => println!(
+                        "Restored from a backup: {first} epochs done; skipping the {n} batches they used"
+                    ),
+                    None => println!("Restored from a backup: {first} epochs done"),
+                }
+            }
+            for _ in 0..skip.unwrap_or(0) {
+                match train.next_batch() {
+                    Some(b) => {
+                        b?;
+                    }
+                    None => break,
+                }
+            }
+            if let (Some(v), Some(steps)) = (validation.as_deref_mut(), options.validation_steps) {
+                for _ in 0..steps * (first - options.initial_epoch) {
+                    match v.next_batch() {
+                        Some(b) => {
+                            b?;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
         let seed_rng = Rng::new(options.seed);
-        'epochs: for epoch in options.initial_epoch..options.epochs {
+        'epochs: for epoch in first..options.epochs {
             if options.verbose > 0 {
                 println!("Epoch {}/{}", epoch + 1, options.epochs);
             }

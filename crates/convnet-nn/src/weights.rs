@@ -141,8 +141,16 @@ impl Model {
     /// slots under `optimizer/{layer}/{weight}/{slot}` and its step count),
     /// atomically, so training can resume where it stopped.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.save_checkpoint_with(path, BTreeMap::new())
+    }
+
+    /// [`Model::save_checkpoint`] with extra metadata entries.
+    pub(crate) fn save_checkpoint_with(
+        &self,
+        path: &Path,
+        mut meta: BTreeMap<String, String>,
+    ) -> Result<()> {
         let mut entries = self.get_weights();
-        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "convnet".to_string());
         meta.insert("model".to_string(), self.name.clone());
         if let Some(opt) = self.optimizer() {
@@ -161,6 +169,11 @@ impl Model {
     /// state, which must come from the same kind of optimizer as the one
     /// this model was compiled with.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        self.load_checkpoint_meta(path).map(|_| ())
+    }
+
+    /// [`Model::load_checkpoint`], returning the file's metadata.
+    pub(crate) fn load_checkpoint_meta(&mut self, path: &Path) -> Result<BTreeMap<String, String>> {
         let shown = path.display().to_string();
         let file = safetensors::load(path)?;
         let (opt_entries, weights): (Vec<_>, Vec<_>) = file
@@ -193,6 +206,7 @@ impl Model {
                 .collect();
             opt.load_state(&state)?;
         }
-        self.set_weights(&tmp.tensors)
+        self.set_weights(&tmp.tensors)?;
+        Ok(file.metadata)
     }
 }

@@ -45,4 +45,8 @@ impl Layer for ActivationLayer {
     fn forward(&self, inputs: &[Var], _params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {
         self.activation.apply(&inputs[0])
     }
+
+    fn is_relu(&self) -> bool {
+        self.activation == Activation::Relu
+    }
 }

@@ -114,6 +114,33 @@ impl Layer for BatchNormalization {
         Ok(shape)
     }
 
+    fn inference_affine(
+        &self,
+        params: &[Var],
+        training: bool,
+    ) -> Option<Result<(Vec<f32>, Vec<f32>)>> {
+        if (training && self.core.trainable) || params.iter().any(Var::requires_grad) {
+            return None;
+        }
+        let mut i = 0;
+        let mut next = |on: bool| {
+            on.then(|| {
+                i += 1;
+                params[i - 1].value().values()
+            })
+        };
+        let gamma = next(self.scale);
+        let beta = next(self.center);
+        let (mean, var) = (params[i].value().values(), params[i + 1].value().values());
+        Some(Ok(convnet_kernels::batchnorm::inference_affine(
+            gamma.as_deref(),
+            beta.as_deref(),
+            &mean,
+            &var,
+            self.epsilon,
+        )))
+    }
+
     fn forward(&self, inputs: &[Var], params: &[Var], ctx: &mut ForwardCtx<'_>) -> Result<Var> {
         let mut i = 0;
         let gamma = self.scale.then(|| {

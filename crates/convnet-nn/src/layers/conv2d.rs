@@ -111,6 +111,53 @@ impl Layer for Conv2D {
         Ok(vec![oh, ow, self.filters])
     }
 
+    fn forward_scaled(
+        &self,
+        input: &Var,
+        params: &[Var],
+        scale: &[f32],
+        shift: &[f32],
+        relu: bool,
+    ) -> Option<Result<Var>> {
+        let f = self.filters;
+        if self.activation != Activation::Linear
+            || params.iter().any(Var::requires_grad)
+            || scale.len() != f
+            || shift.len() != f
+        {
+            return None;
+        }
+        // conv(x, W) * s + t == conv(x, W * s) + (b * s + t), channel by
+        // channel (the kernel is HWIO: the output channel is innermost).
+        let kernel = params[0].value();
+        let mut w = kernel.values().into_owned();
+        for row in w.chunks_exact_mut(f) {
+            row.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+        let bias: Vec<f32> = match params.get(1) {
+            Some(b) => b
+                .value()
+                .values()
+                .iter()
+                .zip(scale)
+                .zip(shift)
+                .map(|((b, s), t)| b * s + t)
+                .collect(),
+            None => shift.to_vec(),
+        };
+        let folded = Tensor::from_vec(kernel.shape(), w)
+            .and_then(|w| Ok((w, Tensor::from_vec(&[f], bias)?)));
+        Some(folded.map_err(Into::into).and_then(|(w, b)| {
+            Ok(input.conv2d(
+                &Var::constant(w),
+                Some(&Var::constant(b)),
+                self.strides,
+                self.padding,
+                if relu { Epilogue::Relu } else { Epilogue::None },
+            )?)
+        }))
+    }
+
     fn forward(&self, inputs: &[Var], params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {
         let fused = self.activation == Activation::Relu;
         let y = inputs[0].conv2d(
