@@ -516,3 +516,59 @@ mod tests {
         .is_none());
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::augment::TransformParams;
+
+    /// `cargo test --release -p convnet-data --lib -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn resample_ns_per_pixel() {
+        let (sh, sw, c, th, tw) = (400, 400, 3, 150, 150);
+        let src: Vec<u8> = (0..sh * sw * c).map(|i| (i * 7 % 251) as u8).collect();
+        let p = TransformParams {
+            tx: 12.0,
+            ty: -9.0,
+            shear: 8.0,
+            zx: 1.1,
+            zy: 0.9,
+            ..TransformParams::default()
+        };
+        let a = compose_resize(&p.matrix(th, tw).unwrap(), sh, sw, th, tw);
+        let mut out = vec![0.0; th * tw * c];
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            affine_resample(
+                &src,
+                sh,
+                sw,
+                c,
+                &a,
+                FillMode::Nearest,
+                0.0,
+                1.0 / 255.0,
+                th,
+                tw,
+                &mut out,
+            );
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (n * th * tw) as f64;
+        eprintln!(
+            "affine_resample: {ns:.2} ns/pixel, {:.0} us/image",
+            ns * (th * tw) as f64 / 1e3
+        );
+        let lut = scale_lut(1.0 / 255.0);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            resize_nearest(&src, sh, sw, c, th, tw, &lut, &mut out);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (n * th * tw) as f64;
+        eprintln!(
+            "resize_nearest: {ns:.2} ns/pixel, {:.0} us/image",
+            ns * (th * tw) as f64 / 1e3
+        );
+    }
+}
