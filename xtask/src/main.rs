@@ -27,7 +27,7 @@ commands:
   fetch-weights       download Keras's InceptionV3 ImageNet weights and convert
                       them to safetensors ($CONVNET_HOME, default ~/.cache/convnet)
   fuzz [--time S] [target...]
-                      run the cargo-fuzz targets (safetensors, idx, image), S seconds
+                      run the cargo-fuzz targets (safetensors, idx, image, keras_h5), S seconds
                       each (default 600); needs nightly and cargo-fuzz
   help                this message";
 
