@@ -118,20 +118,27 @@ fn predict_folds_batch_norm_into_the_convolution() {
     let m = model();
     let x = Tensor::rand_normal(&[3, 9, 9, 3], 0.0, 1.0, &mut Rng::new(8));
     let want = reference(&m, &x);
-    convnet_autograd::profile::set_enabled(true);
+    // The profile (global: this test must be alone in its process, hence
+    // the environment variable set by the test below) names the fused
+    // sections.
+    let profiling = std::env::var_os("CONVNET_FUSION_PROFILE_CHILD").is_some();
+    if profiling {
+        convnet_autograd::profile::set_enabled(true);
+    }
     assert_close(&m.predict(&x, 3).unwrap(), &want);
-    // The profile names the fused sections.
-    let report = convnet_autograd::profile::report();
-    convnet_autograd::profile::set_enabled(false);
-    assert!(
-        report.contains("forward conv2d+batch_normalization+activation "),
-        "{report}"
-    );
-    assert!(
-        report.contains("forward conv2d_1+batch_normalization_1 "),
-        "{report}"
-    );
-    assert!(!report.contains("forward batch_normalization "), "{report}");
+    if profiling {
+        let report = convnet_autograd::profile::report();
+        assert!(
+            report.contains("forward conv2d+batch_normalization+activation "),
+            "{report}"
+        );
+        assert!(
+            report.contains("forward conv2d_1+batch_normalization_1 "),
+            "{report}"
+        );
+        assert!(!report.contains("forward batch_normalization "), "{report}");
+        assert!(!report.contains("forward conv2d "), "{report}");
+    }
     // And in a frozen model during training (inference-mode BN, constants).
     let mut frozen = m;
     frozen.set_trainable(false);
@@ -170,4 +177,26 @@ fn a_training_batch_norm_is_not_folded() {
             assert!((train - infer).abs() > 1e-3, "{train} vs {infer}");
         }
     }
+}
+
+/// Runs the test above alone in a child process with profiling on, so that
+/// the (process-wide) profile shows only its own sections.
+#[test]
+fn the_fused_sections_are_the_ones_that_ran() {
+    if std::env::var_os("CONVNET_FUSION_PROFILE_CHILD").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "predict_folds_batch_norm_into_the_convolution",
+            "--test-threads=1",
+        ])
+        .env("CONVNET_FUSION_PROFILE_CHILD", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
