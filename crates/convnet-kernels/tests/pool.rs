@@ -287,6 +287,30 @@ fn same_max_pool_never_picks_padding() {
 }
 
 /// Overlapping windows send several gradients to one input: they add up.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The 2x2 stride-2 forward fast path and the backward (odd sizes leave
+    /// a row or column no window covers) against the naive references.
+    #[test]
+    fn max_pool_2x2_stride_2_matches_naive(
+        n in 1usize..3, h in 2usize..12, w in 2usize..12, c in 1usize..19, seed in any::<u64>()
+    ) {
+        let g = PoolGeometry::new([n, h, w, c], (2, 2), (2, 2), Padding::Valid).unwrap();
+        let x = values(n * h * w * c, seed);
+        let len = g.n * g.oh * g.ow * g.c;
+        let (mut y, mut arg) = (vec![f32::NAN; len], vec![7u32; len]);
+        max_pool2d_forward(&g, &x, &mut y, &mut arg).unwrap();
+        let (wy, warg) = naive_max(&g, &x);
+        prop_assert_eq!(&y, &wy);
+        prop_assert_eq!(&arg, &warg);
+        let dy = values(len, seed ^ 1);
+        let mut dx = vec![f32::NAN; x.len()];
+        max_pool2d_backward(&g, &dy, &arg, &mut dx).unwrap();
+        assert_close(&dx, naive_max_backward(&g, &warg, &dy), "max dx");
+    }
+}
+
 #[test]
 fn max_pool_backward_accumulates_overlaps() {
     // 3x3 stride 1 SAME on 3x3: every window holds the centre.
