@@ -286,7 +286,6 @@ fn same_max_pool_never_picks_padding() {
     }
 }
 
-/// Overlapping windows send several gradients to one input: they add up.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -311,6 +310,7 @@ proptest! {
     }
 }
 
+/// Overlapping windows send several gradients to one input: they add up.
 #[test]
 fn max_pool_backward_accumulates_overlaps() {
     // 3x3 stride 1 SAME on 3x3: every window holds the centre.
