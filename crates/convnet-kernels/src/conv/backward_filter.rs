@@ -20,7 +20,7 @@ pub(super) fn run(
     tuning: Tuning,
 ) {
     if tuning.winograd_filter && winograd::fits(g) {
-        winograd::backward_filter(g, input, dy, dkernel, dbias);
+        winograd::backward_filter(g, input, dy, dkernel, dbias, tuning.winograd_tile);
         return;
     }
     let (k, f, rows) = (g.patch_len(), g.f, g.rows());

@@ -16,7 +16,7 @@ pub(super) fn run(g: &ConvGeometry, dy: &[f32], kernel: &[f32], dx: &mut [f32], 
         return;
     }
     if tuning.winograd_input && winograd::fits(g) {
-        winograd::backward_input(g, dy, kernel, dx);
+        winograd::backward_input(g, dy, kernel, dx, tuning.winograd_tile);
         return;
     }
     let tile = tuning.tile_rows.max(1);

@@ -38,7 +38,7 @@ pub(super) fn run(
         return;
     }
     if tuning.winograd && winograd::fits(g) {
-        winograd::forward(g, input, kernel, bias, epilogue, out);
+        winograd::forward(g, input, kernel, bias, epilogue, out, tuning.winograd_tile);
         return;
     }
     if tuning.direct && direct::applies(g) {

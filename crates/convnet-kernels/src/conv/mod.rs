@@ -209,6 +209,10 @@ pub struct Tuning {
     pub winograd_input: bool,
     /// The same for the filter gradient.
     pub winograd_filter: bool,
+    /// Winograd's output tile side: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3)
+    /// (1.8x fewer multiplications, about 10x the rounding error), 0 to
+    /// choose by shape.
+    pub winograd_tile: usize,
 }
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
@@ -232,6 +236,7 @@ impl Tuning {
             winograd,
             winograd_input,
             winograd_filter,
+            winograd_tile: 0,
         }
     }
 }
