@@ -19,6 +19,11 @@ pub(super) trait F32x8: Copy {
     fn add(self, b: Self) -> Self;
     /// Lane-wise `max(self, 0)`, zero for NaN as `f32::max(x, 0.0)`.
     fn relu(self) -> Self;
+    /// Runs `body` in a function of its own, compiled for these lanes'
+    /// target features: a register block written with these lanes gets a
+    /// small function to itself, where LLVM keeps its accumulators in
+    /// registers (inlined into one large caller, it spilled them).
+    fn isolated<T>(body: impl FnOnce() -> T) -> T;
 }
 
 /// The portable lanes: plain multiply and add, any CPU.
@@ -53,6 +58,10 @@ impl F32x8 for Portable {
     #[inline(always)]
     fn relu(self) -> Self {
         Portable(self.0.map(|v| v.max(0.0)))
+    }
+    #[inline(never)]
+    fn isolated<T>(body: impl FnOnce() -> T) -> T {
+        body()
     }
 }
 
@@ -107,5 +116,21 @@ mod avx2 {
             // maxps returns the second operand when either is NaN.
             Avx2(unsafe { _mm256_max_ps(self.0, _mm256_setzero_ps()) })
         }
+        #[inline(always)]
+        fn isolated<T>(body: impl FnOnce() -> T) -> T {
+            // SAFETY: the CPU has AVX2 and FMA (see the type's
+            // documentation).
+            unsafe { isolated_avx2(body) }
+        }
+    }
+
+    /// `body()` in a function of its own, with AVX2 and FMA enabled.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isolated_avx2<T>(body: impl FnOnce() -> T) -> T {
+        body()
     }
 }
