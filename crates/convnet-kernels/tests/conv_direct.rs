@@ -339,3 +339,83 @@ fn first_layer_of_the_basic_cnn_at_batch_1() {
         assert_eq!(db, want_db, "the bias gradient does not depend on the path");
     }
 }
+
+/// CPU seconds of all the process's threads (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+/// Timing, not a check: `cargo test --release -p convnet-kernels --test
+/// conv_direct -- --ignored --nocapture timing`. The forward pass and the
+/// filter gradient of the basic CNN's first layer and of InceptionV3's
+/// (batch 32, `LAYER=conv1` or `inception` for one, `CONV_PATH=direct` or
+/// `im2col` for one path, `REPS`), by the direct kernels and by im2col +
+/// GEMM, alternating; medians of wall time and of CPU time per core.
+#[test]
+#[ignore]
+fn timing() {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let reps: usize = env("REPS").parse().unwrap_or(7);
+    let layers = [
+        ("conv1", [32, 150, 150, 3], (1, 1)),
+        ("inception", [32, 299, 299, 3], (2, 2)),
+    ];
+    for (name, input, strides) in layers {
+        if !env("LAYER").is_empty() && env("LAYER") != name {
+            continue;
+        }
+        let g = geometry(input, [3, 3, 32], strides, Padding::Valid);
+        let x = values(g.input_shape().iter().product(), 1);
+        let w = values(g.kernel_shape().iter().product(), 2);
+        let b = values(g.f, 3);
+        let dy = values(g.output_shape().iter().product(), 4);
+        let mut y = vec![0.0; dy.len()];
+        let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; g.f]);
+        let d = Tuning::for_geometry(&g);
+        let paths = [("direct", d), ("im2col", Tuning { direct: false, ..d })];
+        let gflop = g.flops() as f64 / 1e9;
+        for pass in ["forward", "filter"] {
+            let mut times = vec![(Vec::new(), Vec::new()); paths.len()];
+            for rep in 0..=reps {
+                for ((label, t), times) in paths.iter().zip(&mut times) {
+                    if !env("CONV_PATH").is_empty() && env("CONV_PATH") != *label {
+                        continue;
+                    }
+                    let (start, c0) = (std::time::Instant::now(), cpu_secs());
+                    if pass == "forward" {
+                        conv2d_forward_tuned(&g, &x, &w, Some(&b), Epilogue::Relu, &mut y, *t)
+                    } else {
+                        conv2d_backward_filter_tuned(&g, &x, &dy, &mut dw, Some(&mut db), *t)
+                    }
+                    .unwrap();
+                    if rep > 0 {
+                        times.0.push(start.elapsed().as_secs_f64());
+                        times.1.push(cpu_secs() - c0);
+                    }
+                }
+            }
+            let threads = rayon::current_num_threads() as f64;
+            for ((label, _), (wall, cpu)) in paths.iter().zip(&mut times) {
+                if wall.is_empty() {
+                    continue;
+                }
+                wall.sort_by(f64::total_cmp);
+                cpu.sort_by(f64::total_cmp);
+                let (w, c) = (wall[wall.len() / 2], cpu[cpu.len() / 2]);
+                println!(
+                    "{name} {pass} {label}: {:.1} GFLOP/s wall, {:.1} per core of CPU time \
+                     ({threads} threads)",
+                    gflop / w,
+                    gflop / c
+                );
+            }
+        }
+    }
+}
