@@ -355,8 +355,8 @@ fn cpu_secs() -> f64 {
 /// Timing, not a check: `cargo test --release -p convnet-kernels --test
 /// conv_direct -- --ignored --nocapture timing`. The forward pass and the
 /// filter gradient of the basic CNN's first layer and of InceptionV3's
-/// (batch 32, `LAYER=conv1` or `inception` for one, `CONV_PATH=direct` or
-/// `im2col` for one path, `REPS`), by the direct kernels and by im2col +
+/// (batch 32 or `BATCH`, `LAYER=conv1` or `inception` for one, `CONV_PATH=direct` or
+/// `im2col` for one path, `PASS=forward` or `filter` for one pass, `REPS`), by the direct kernels and by im2col +
 /// GEMM, alternating; medians of wall time and of CPU time per core.
 #[test]
 #[ignore]
@@ -371,7 +371,13 @@ fn timing() {
         if !env("LAYER").is_empty() && env("LAYER") != name {
             continue;
         }
-        let g = geometry(input, [3, 3, 32], strides, Padding::Valid);
+        let n = env("BATCH").parse().unwrap_or(input[0]);
+        let g = geometry(
+            [n, input[1], input[2], 3],
+            [3, 3, 32],
+            strides,
+            Padding::Valid,
+        );
         let x = values(g.input_shape().iter().product(), 1);
         let w = values(g.kernel_shape().iter().product(), 2);
         let b = values(g.f, 3);
@@ -382,6 +388,9 @@ fn timing() {
         let paths = [("direct", d), ("im2col", Tuning { direct: false, ..d })];
         let gflop = g.flops() as f64 / 1e9;
         for pass in ["forward", "filter"] {
+            if !env("PASS").is_empty() && env("PASS") != pass {
+                continue;
+            }
             let mut times = vec![(Vec::new(), Vec::new()); paths.len()];
             for rep in 0..=reps {
                 for ((label, t), times) in paths.iter().zip(&mut times) {
@@ -411,9 +420,11 @@ fn timing() {
                 let (w, c) = (wall[wall.len() / 2], cpu[cpu.len() / 2]);
                 println!(
                     "{name} {pass} {label}: {:.1} GFLOP/s wall, {:.1} per core of CPU time \
-                     ({threads} threads)",
+                     ({threads} threads); best {:.1} wall, {:.1} CPU",
                     gflop / w,
-                    gflop / c
+                    gflop / c,
+                    gflop / wall[0],
+                    gflop / cpu[0]
                 );
             }
         }

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx2;
-use super::simd::{F32x8, Portable};
+use super::simd::{unrolled, F32x8, Portable};
 use super::{im2col::im2col_tile, ConvGeometry, Epilogue, Tuning};
 
 /// Whether the build may use 32 vector registers (AVX-512 enabled at
@@ -303,14 +303,14 @@ fn forward_block<V: F32x8, const R: usize, const NV: usize>(
         // SAFETY: `j * fp + c0 + 8 NV <= offsets.len() * fp <= wp.len()`
         // (checked by `forward_pixels`; `c0 + 8 NV <= fp`).
         let wv: [V; NV] = std::array::from_fn(|v| unsafe { load(w, j * fp + v * 8) });
-        for (m, acc) in acc.iter_mut().enumerate() {
+        unrolled!(R, |m| {
             // SAFETY: `m * step + o < (R - 1) * step + span`, within `src`
             // (checked by `forward_pixels`).
             let a = V::splat(unsafe { *src.get_unchecked(m * step + o) });
             for v in 0..NV {
-                acc[v] = a.mul_add(wv[v], acc[v]);
+                acc[m][v] = a.mul_add(wv[v], acc[m][v]);
             }
-        }
+        });
     }
     let bias: [V; NV] =
         std::array::from_fn(|v| V::load(ctx.bias[c0 + 8 * v..][..8].try_into().unwrap()));

@@ -17,7 +17,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx2;
-use super::simd::{F32x8, Portable};
+use super::simd::{unrolled, F32x8, Portable};
 use super::{
     direct::{load, patch_offsets, runs, use_avx2, Run, NR, WIDE_REGS},
     im2col::im2col_tile,
@@ -217,14 +217,14 @@ impl Pass<'_> {
                 // SAFETY: `i * fp + 8 NV <= (len - 1) * fp + fp - c0`,
                 // within `dy` (checked above).
                 let d: [V; NV] = std::array::from_fn(|v| unsafe { load(dy, i * fp + v * 8) });
-                for (acc, &o) in acc.iter_mut().zip(offs) {
-                    // SAFETY: `i * step + o < (len - 1) * step + span`,
+                unrolled!(J, |j| {
+                    // SAFETY: `i * step + offs[j] < (len - 1) * step + span`,
                     // within `src` (checked above).
-                    let a = V::splat(unsafe { *src.get_unchecked(i * step + o) });
+                    let a = V::splat(unsafe { *src.get_unchecked(i * step + offs[j]) });
                     for v in 0..NV {
-                        acc[v] = a.mul_add(d[v], acc[v]);
+                        acc[j][v] = a.mul_add(d[v], acc[j][v]);
                     }
-                }
+                });
             }
         }
         let cols = (8 * NV).min(f - c0);

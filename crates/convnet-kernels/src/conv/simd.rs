@@ -3,6 +3,26 @@
 //! for each; register blocks of these vectors stay in registers, which
 //! auto-vectorised arrays of scalars did not (LLVM spilled them).
 
+/// Runs `$body` for `$i` = `0, 1, .., $n - 1` (`$n` a constant, at most
+/// 8), written out one after the other: the register blocks index their
+/// accumulators with `$i`, which must be constants for the accumulators to
+/// stay in registers, and LLVM did not always unroll such loops itself.
+macro_rules! unrolled {
+    ($n:expr, |$i:ident| $body:block) => {{
+        const { assert!($n <= 8) };
+        unrolled!(@ $n, $i, $body, 0 1 2 3 4 5 6 7)
+    }};
+    (@ $n:expr, $i:ident, $body:block, $($k:literal)*) => {{
+        $(
+            if $k < $n {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    }};
+}
+pub(super) use unrolled;
+
 /// Eight `f32` lanes.
 pub(super) trait F32x8: Copy {
     /// All lanes zero.
