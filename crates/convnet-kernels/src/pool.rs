@@ -191,21 +191,35 @@ pub fn max_pool2d_forward_uninit(
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let p00 = (2 * oy * g.w + 2 * ox) * c;
-                    let cells = [p00, p00 + c, p00 + g.w * c, p00 + (g.w + 1) * c];
-                    let v: [&[f32]; 4] = cells.map(|p| &xi[p..p + c]);
+                    // The other three cells' offsets from the first.
+                    let (d01, d10, d11) = (c, g.w * c, (g.w + 1) * c);
+                    let v00 = &xi[p00..p00 + c];
+                    let v01 = &xi[p00 + d01..p00 + d01 + c];
+                    let v10 = &xi[p00 + d10..p00 + d10 + c];
+                    let v11 = &xi[p00 + d11..p00 + d11 + c];
+                    let (d01, d10, d11) = (d01 as u32, d10 as u32, d11 as u32);
                     let at = (oy * g.ow + ox) * c;
                     let (o, a) = (&mut out[at..at + c], &mut arg[at..at + c]);
+                    let i00 = base + p00 as u32;
                     for ch in 0..c {
                         // Row-major window order; the first maximum wins.
-                        let (mut m, mut k) = (v[0][ch], 0);
-                        for (cell, vals) in v.iter().enumerate().skip(1) {
-                            if vals[ch] > m {
-                                m = vals[ch];
-                                k = cell;
-                            }
+                        // Written as selects of offsets so that the loop
+                        // vectorizes over channels.
+                        let (mut m, mut k) = (v00[ch], 0u32);
+                        if v01[ch] > m {
+                            m = v01[ch];
+                            k = d01;
+                        }
+                        if v10[ch] > m {
+                            m = v10[ch];
+                            k = d10;
+                        }
+                        if v11[ch] > m {
+                            m = v11[ch];
+                            k = d11;
                         }
                         o[ch].write(m);
-                        a[ch].write(base + (cells[k] + ch) as u32);
+                        a[ch].write(i00 + ch as u32 + k);
                     }
                 }
             }
