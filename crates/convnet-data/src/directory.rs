@@ -43,6 +43,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -466,10 +467,11 @@ impl DirectoryIterator {
                 ),
             ));
         }
-        let mut x = vec![0.0f32; (end - start) * self.data.image_size()];
+        let mut x = uninit_batch((end - start) * self.data.image_size());
         let ok = self.data.load_many(pass, &order[start..end], &mut x);
         let idx = compact(&order[start..end], &ok, &mut x, self.data.image_size());
-        x.truncate(idx.len() * self.data.image_size());
+        // SAFETY: `load_many` initialised every slot.
+        let x = unsafe { assume_init_prefix(x, idx.len() * self.data.image_size()) };
         if idx.is_empty() {
             return Err(format_err(
                 &self.data.directory,
@@ -597,7 +599,7 @@ impl Iterator for DirectoryIterator {
 
 /// Moves the images of `idx` whose `ok` is set to the front of `x` (one
 /// image of `size` values each) and returns their indices.
-fn compact(idx: &[usize], ok: &[bool], x: &mut [f32], size: usize) -> Vec<usize> {
+fn compact<T: Copy>(idx: &[usize], ok: &[bool], x: &mut [T], size: usize) -> Vec<usize> {
     let mut kept = Vec::with_capacity(idx.len());
     for (slot, (&i, &good)) in idx.iter().zip(ok).enumerate() {
         if good {
@@ -609,6 +611,36 @@ fn compact(idx: &[usize], ok: &[bool], x: &mut [f32], size: usize) -> Vec<usize>
         }
     }
     kept
+}
+
+/// A batch buffer of `n` values, not initialised (see
+/// [`Dataset::load_many`], which initialises the slots it is given).
+fn uninit_batch(n: usize) -> Vec<MaybeUninit<f32>> {
+    let mut x = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit` needs no initialisation; the capacity is `n`.
+    unsafe { x.set_len(n) };
+    x
+}
+
+/// Zeroes `slot` and returns it as the initialised values it now holds.
+fn init_zeroed(slot: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    slot.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written; `MaybeUninit<f32>` has the
+    // layout of `f32`.
+    unsafe { &mut *(slot as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The first `len` values of `x`, which must all be initialised, as a
+/// `Vec<f32>` (no copy).
+///
+/// # Safety
+/// `x[..len]` must be initialised.
+unsafe fn assume_init_prefix(mut x: Vec<MaybeUninit<f32>>, len: usize) -> Vec<f32> {
+    x.truncate(len);
+    let mut x = std::mem::ManuallyDrop::new(x);
+    // SAFETY: same allocation, layout and capacity; the `len` values are
+    // initialised (the caller's promise).
+    unsafe { Vec::from_raw_parts(x.as_mut_ptr().cast::<f32>(), len, x.capacity()) }
 }
 
 impl Dataset {
@@ -659,12 +691,17 @@ impl Dataset {
     /// Loads and augments the images `idx` of pass `pass` into `x` (one
     /// image per slot, in parallel); returns which ones could be read,
     /// recording the others as unreadable.
-    fn load_many(&self, pass: u64, idx: &[usize], x: &mut [f32]) -> Vec<bool> {
+    ///
+    /// The slots may come uninitialised (a fresh batch buffer, not zeroed
+    /// on the producer's thread while the pool waits): each is zeroed by
+    /// its worker first, in cache, so every slot is initialised on return.
+    fn load_many(&self, pass: u64, idx: &[usize], x: &mut [MaybeUninit<f32>]) -> Vec<bool> {
         let size = self.image_size();
         let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
         x.par_chunks_mut(size)
             .zip(idx.par_iter())
-            .map(|(out, &i)| {
+            .map(|(slot, &i)| {
+                let out = init_zeroed(slot);
                 let mut rng = aug_rng.fork(i as u64);
                 let r = with_pixels(
                     &self.files[i],
@@ -754,7 +791,9 @@ impl Dataset {
                     finished,
                 };
             }
-            let mut x = vec![0.0f32; bs * size];
+            // Slots [0, filled) are initialised (by `load_many`).
+            let mut x = uninit_batch(bs * size);
+            let mut filled = 0;
             let mut idx: Vec<usize> = Vec::with_capacity(bs);
             while idx.len() < bs && cursor.next < cursor.order.len() {
                 let mut want = Vec::with_capacity(bs - idx.len());
@@ -773,10 +812,14 @@ impl Dataset {
                 let at = idx.len() * size;
                 let slots = &mut x[at..at + want.len() * size];
                 let ok = self.load_many(cursor.pass, &want, slots);
+                filled = filled.max(at + want.len() * size);
                 cursor.skipped += ok.iter().filter(|g| !**g).count();
                 idx.extend(compact(&want, &ok, slots, size));
             }
-            x.truncate(idx.len() * size);
+            debug_assert!(idx.len() * size <= filled);
+            // SAFETY: the kept images are at the front of the slots
+            // `load_many` initialised.
+            let x = unsafe { assume_init_prefix(x, (idx.len() * size).min(filled)) };
             let skipped = cursor.skipped;
             if cursor.next >= cursor.order.len() {
                 finished.push((cursor.pass, cursor.skipped));

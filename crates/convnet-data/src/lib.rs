@@ -25,6 +25,7 @@ pub mod directory;
 mod fast;
 pub mod idx;
 pub mod preview;
+mod simd;
 
 pub use augment::{FillMode, ImageDataGenerator, TransformParams};
 pub use directory::{ClassMode, ColorMode, DirectoryIterator, FlowOptions, Interpolation};

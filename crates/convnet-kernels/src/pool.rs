@@ -1,6 +1,8 @@
 //! Max and average pooling (any window, stride and padding) and global
 //! average pooling, NHWC.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::{Padding, Pads, Result, TensorError};
@@ -71,6 +73,23 @@ impl PoolGeometry {
     }
 }
 
+/// Zero `buf` and view it as initialized.
+pub(crate) fn init_zeroed<T: Copy + Default>(buf: &mut [MaybeUninit<T>]) -> &mut [T] {
+    buf.fill(MaybeUninit::new(T::default()));
+    // SAFETY: every element was just written; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(buf as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// View an initialized slice as possibly uninitialized.
+///
+/// # Safety
+/// The caller must write only initialized values through the result (the
+/// `_uninit` kernels here never write anything else).
+pub(crate) unsafe fn as_uninit<T>(buf: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: same layout; the caller keeps the elements initialized.
+    unsafe { &mut *(buf as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
 fn check_pool(
     g: &PoolGeometry,
     op: &str,
@@ -125,6 +144,22 @@ pub fn max_pool2d_forward(
     y: &mut [f32],
     argmax: &mut [u32],
 ) -> Result<()> {
+    // SAFETY: `max_pool2d_forward_uninit` only ever writes initialized
+    // values, so the slices stay initialized.
+    let (y, argmax) = unsafe { (as_uninit(y), as_uninit(argmax)) };
+    max_pool2d_forward_uninit(g, x, y, argmax)
+}
+
+/// [`max_pool2d_forward`] into buffers that need not be initialized (the
+/// spare capacity of a fresh `Vec`): on `Ok`, every element of `y` and
+/// `argmax` has been written, so a caller may `set_len` over them. It
+/// saves the caller a zeroing pass over both outputs.
+pub fn max_pool2d_forward_uninit(
+    g: &PoolGeometry,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    argmax: &mut [MaybeUninit<u32>],
+) -> Result<()> {
     let op = "MaxPooling2D";
     check_pool(g, op, "input", x.len(), "output", y.len())?;
     TensorError::check_len(op, "argmax", &g.output_shape(), argmax.len())?;
@@ -136,39 +171,63 @@ pub fn max_pool2d_forward(
         ));
     }
     let (in_img, out_img, c) = (g.h * g.w * g.c, g.oh * g.ow * g.c, g.c);
-    if in_img == 0 || out_img == 0 {
+    if out_img == 0 {
+        return Ok(());
+    }
+    if in_img == 0 {
+        // Every window lies wholly in padding (outputs must still be written).
+        y.fill(MaybeUninit::new(0.0));
+        argmax.fill(MaybeUninit::new(u32::MAX));
         return Ok(());
     }
     // The common case (2x2 windows, stride 2, no padding): four cells,
     // all inside, compared channel vector by channel vector.
     let two_by_two = (g.ph, g.pw, g.sh, g.sw) == (2, 2, 2, 2) && g.pads == Pads::default();
-    let body = |(img, (out, arg)): (usize, (&mut [f32], &mut [u32]))| {
+    type Outputs<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<u32>]);
+    let body = |(img, (out, arg)): (usize, Outputs)| {
         let xi = &x[img * in_img..(img + 1) * in_img];
         let base = (img * in_img) as u32;
         if two_by_two {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let p00 = (2 * oy * g.w + 2 * ox) * c;
-                    let cells = [p00, p00 + c, p00 + g.w * c, p00 + (g.w + 1) * c];
-                    let v: [&[f32]; 4] = cells.map(|p| &xi[p..p + c]);
+                    // The other three cells' offsets from the first.
+                    let (d01, d10, d11) = (c, g.w * c, (g.w + 1) * c);
+                    let v00 = &xi[p00..p00 + c];
+                    let v01 = &xi[p00 + d01..p00 + d01 + c];
+                    let v10 = &xi[p00 + d10..p00 + d10 + c];
+                    let v11 = &xi[p00 + d11..p00 + d11 + c];
+                    let (d01, d10, d11) = (d01 as u32, d10 as u32, d11 as u32);
                     let at = (oy * g.ow + ox) * c;
                     let (o, a) = (&mut out[at..at + c], &mut arg[at..at + c]);
+                    let i00 = base + p00 as u32;
                     for ch in 0..c {
                         // Row-major window order; the first maximum wins.
-                        let (mut m, mut k) = (v[0][ch], 0);
-                        for (cell, vals) in v.iter().enumerate().skip(1) {
-                            if vals[ch] > m {
-                                m = vals[ch];
-                                k = cell;
-                            }
+                        // Written as selects of offsets so that the loop
+                        // vectorizes over channels.
+                        let (mut m, mut k) = (v00[ch], 0u32);
+                        if v01[ch] > m {
+                            m = v01[ch];
+                            k = d01;
                         }
-                        o[ch] = m;
-                        a[ch] = base + (cells[k] + ch) as u32;
+                        if v10[ch] > m {
+                            m = v10[ch];
+                            k = d10;
+                        }
+                        if v11[ch] > m {
+                            m = v11[ch];
+                            k = d11;
+                        }
+                        o[ch].write(m);
+                        a[ch].write(i00 + ch as u32 + k);
                     }
                 }
             }
             return;
         }
+        // Every output is written below, but through running maxima:
+        // zero this image's outputs first (in cache, just before use).
+        let (out, arg) = (init_zeroed(out), init_zeroed(arg));
         for oy in 0..g.oh {
             let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
             for ox in 0..g.ow {
@@ -230,6 +289,22 @@ pub fn max_pool2d_backward(
     argmax: &[u32],
     dx: &mut [f32],
 ) -> Result<()> {
+    // SAFETY: `max_pool2d_backward_uninit` only ever writes initialized
+    // values, so `dx` stays initialized.
+    max_pool2d_backward_uninit(g, dy, argmax, unsafe { as_uninit(dx) })
+}
+
+/// [`max_pool2d_backward`] into a buffer that need not be initialized (the
+/// spare capacity of a fresh `Vec`): on `Ok`, every element of `dx` has
+/// been written. Each image is zeroed just before its scatter, while it is
+/// in cache, so the caller's separate zeroing pass over `dx` (as large as
+/// the pooling's input) is saved.
+pub fn max_pool2d_backward_uninit(
+    g: &PoolGeometry,
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let op = "MaxPooling2D backward";
     check_pool(
         g,
@@ -242,13 +317,13 @@ pub fn max_pool2d_backward(
     TensorError::check_len(op, "argmax", &g.output_shape(), argmax.len())?;
     let (in_img, out_img) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
     if in_img == 0 || out_img == 0 {
-        dx.fill(0.0);
+        init_zeroed(dx);
         return Ok(());
     }
     // Each image's indices must fall inside that image; one found outside
     // (a caller bug) is reported after the pass, which skips it.
-    let body = |(img, dxi): (usize, &mut [f32])| -> std::result::Result<(), u32> {
-        dxi.fill(0.0);
+    let body = |(img, dxi): (usize, &mut [MaybeUninit<f32>])| -> std::result::Result<(), u32> {
+        let dxi = init_zeroed(dxi);
         let base = img * in_img;
         let (d, a) = (
             &dy[img * out_img..(img + 1) * out_img],

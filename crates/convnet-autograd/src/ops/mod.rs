@@ -26,6 +26,21 @@ pub(crate) fn fill(shape: &[usize], f: impl FnOnce(&mut [f32]) -> Result<()>) ->
     Tensor::from_vec(shape, out)
 }
 
+/// A fresh buffer of `n` elements that `f` writes in full: no zeroing pass
+/// before it. `f` must be a kernel documented to write every element of its
+/// (possibly uninitialized) output when it returns `Ok`, such as the
+/// `_uninit` kernels.
+pub(crate) fn uninit_vec<T>(
+    n: usize,
+    f: impl FnOnce(&mut [std::mem::MaybeUninit<T>]) -> Result<()>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n);
+    f(&mut out.spare_capacity_mut()[..n])?;
+    // SAFETY: on `Ok`, `f` has written all `n` elements (its contract).
+    unsafe { out.set_len(n) };
+    Ok(out)
+}
+
 /// Elements from which a fresh buffer is zeroed by all threads.
 const PARALLEL_ZEROS: usize = 1 << 18;
 

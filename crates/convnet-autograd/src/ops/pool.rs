@@ -3,12 +3,12 @@
 
 use convnet_kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
-    max_pool2d_backward, max_pool2d_forward, PoolGeometry,
+    max_pool2d_backward_uninit, max_pool2d_forward_uninit, PoolGeometry,
 };
 use convnet_kernels::Padding;
 use convnet_tensor::{Result, Tensor};
 
-use super::fill;
+use super::{fill, uninit_vec};
 use crate::{Backward, Var};
 
 struct MaxPoolBackward {
@@ -23,10 +23,12 @@ impl Backward for MaxPoolBackward {
 
     fn backward(&self, dy: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let g = &self.g;
-        let dx = fill(&[g.n, g.h, g.w, g.c], |dx| {
-            max_pool2d_backward(g, &dy.values(), &self.argmax, dx)
+        let shape = [g.n, g.h, g.w, g.c];
+        // Written in full by the kernel, image by image: no zeroing pass.
+        let dx = uninit_vec(shape.iter().product(), |dx| {
+            max_pool2d_backward_uninit(g, &dy.values(), &self.argmax, dx)
         })?;
-        Ok(vec![Some(dx)])
+        Ok(vec![Some(Tensor::from_vec(&shape, dx)?)])
     }
 }
 
@@ -75,10 +77,16 @@ impl Var {
         padding: Padding,
     ) -> Result<Var> {
         let g = PoolGeometry::new(self.value().nhwc("MaxPooling2D")?, pool, strides, padding)?;
-        let mut argmax = vec![0u32; g.output_shape().iter().product()];
-        let y = fill(&g.output_shape(), |y| {
-            max_pool2d_forward(&g, &self.value().values(), y, &mut argmax)
+        // Both outputs are written in full by the kernel: no zeroing pass.
+        let len = g.output_shape().iter().product();
+        let mut argmax = Vec::new();
+        let y = uninit_vec(len, |y| {
+            argmax = uninit_vec(len, |argmax| {
+                max_pool2d_forward_uninit(&g, &self.value().values(), y, argmax)
+            })?;
+            Ok(())
         })?;
+        let y = Tensor::from_vec(&g.output_shape(), y)?;
         Var::from_op("MaxPooling2D", &[self], y, || MaxPoolBackward { g, argmax })
     }
 

@@ -4,10 +4,17 @@
 //! count); each group is summed by one task into its own partial, and the
 //! partials are added in group order at the end, so the result is bitwise
 //! the same with any number of threads.
+//!
+//! Layers with few input channels (the first layer of an image model) use
+//! the direct kernel of `direct_filter.rs` on each tile instead of im2col +
+//! GEMM; the tiles and their grouping are the same.
 
 use rayon::prelude::*;
 
-use super::{im2col::im2col_tile, winograd, ConvGeometry, Tuning, FILTER_PARTIALS};
+use super::{
+    direct, direct_filter::FilterGradient, im2col::im2col_tile, winograd, ConvGeometry, Tuning,
+    FILTER_PARTIALS,
+};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Filter (and bias) gradient; lengths already checked.
@@ -29,6 +36,8 @@ pub(super) fn run(
     let groups = FILTER_PARTIALS.min(tiles.max(1));
     let pointwise = g.is_pointwise();
     let want_bias = dbias.is_some();
+    let direct =
+        (tuning.direct && direct::applies(g)).then(|| FilterGradient::new(g, input, tuning));
     let partials: Vec<(Vec<f32>, Vec<f64>)> = (0..groups)
         .into_par_iter()
         .map(|grp| {
@@ -36,36 +45,38 @@ pub(super) fn run(
             let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
             let mut tile_db = vec![0.0f32; f];
             let mut cols = Vec::new();
+            let mut scratch = Default::default();
             for t in grp * tiles / groups..(grp + 1) * tiles / groups {
                 let r0 = t * tile;
                 let n_rows = tile.min(rows - r0);
-                let a: &[f32] = if pointwise {
-                    &input[r0 * k..(r0 + n_rows) * k]
-                } else {
-                    cols.resize(tile * k, 0.0);
-                    im2col_tile(g, input, r0, n_rows, &mut cols);
-                    &cols[..n_rows * k]
-                };
                 let dy_tile = &dy[r0 * f..(r0 + n_rows) * f];
-                // (k x rows) x (rows x f): A stored rows x k, i.e. transposed.
-                sgemm(
-                    k,
-                    n_rows,
-                    f,
-                    a,
-                    Layout::Transposed,
-                    dy_tile,
-                    Layout::RowMajor,
-                    &mut dw,
-                    true,
-                    Parallelism::Sequential,
-                );
+                if let Some(d) = &direct {
+                    d.add_tile(r0, dy_tile, &mut dw, &mut scratch);
+                } else {
+                    let a: &[f32] = if pointwise {
+                        &input[r0 * k..(r0 + n_rows) * k]
+                    } else {
+                        cols.resize(tile * k, 0.0);
+                        im2col_tile(g, input, r0, n_rows, &mut cols);
+                        &cols[..n_rows * k]
+                    };
+                    // (k x rows) x (rows x f): A stored rows x k, i.e. transposed.
+                    sgemm(
+                        k,
+                        n_rows,
+                        f,
+                        a,
+                        Layout::Transposed,
+                        dy_tile,
+                        Layout::RowMajor,
+                        &mut dw,
+                        true,
+                        Parallelism::Sequential,
+                    );
+                }
                 if want_bias {
                     // f32 sums within a tile (vectorised), f64 across tiles.
-                    tile_db.fill(0.0);
-                    for row in dy_tile.chunks_exact(f) {
-                        tile_db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                    }
+                    column_sums(dy_tile, f, &mut tile_db);
                     db.iter_mut()
                         .zip(&tile_db)
                         .for_each(|(a, &v)| *a += v as f64);
@@ -84,5 +95,36 @@ pub(super) fn run(
             total.iter_mut().zip(db).for_each(|(a, &v)| *a += v);
         }
         out.iter_mut().zip(&total).for_each(|(o, &v)| *o = v as f32);
+    }
+}
+
+/// `sums[j]` = the sum of column `j` of `m` (`rows x f`), row by row.
+///
+/// The sums of up to `W` columns at once stay in registers while the rows
+/// stream by (summed in place in `sums`, each row waited for the store of
+/// the previous one).
+fn column_sums(m: &[f32], f: usize, sums: &mut [f32]) {
+    fn block<const W: usize>(m: &[f32], f: usize, c0: usize, sums: &mut [f32]) {
+        let mut acc = [0.0f32; W];
+        for row in m.chunks_exact(f) {
+            let row: &[f32; W] = row[c0..c0 + W].try_into().unwrap();
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        sums[c0..c0 + W].copy_from_slice(&acc);
+    }
+    let mut c0 = 0;
+    while c0 < f {
+        match f - c0 {
+            32.. => block::<32>(m, f, c0, sums),
+            8.. => block::<8>(m, f, c0, sums),
+            _ => block::<1>(m, f, c0, sums),
+        }
+        c0 += match f - c0 {
+            32.. => 32,
+            8.. => 8,
+            _ => 1,
+        };
     }
 }

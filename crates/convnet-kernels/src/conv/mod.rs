@@ -15,6 +15,7 @@
 mod backward_filter;
 mod backward_input;
 mod direct;
+mod direct_filter;
 mod forward;
 mod im2col;
 mod simd;

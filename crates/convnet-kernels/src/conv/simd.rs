@@ -3,6 +3,26 @@
 //! for each; register blocks of these vectors stay in registers, which
 //! auto-vectorised arrays of scalars did not (LLVM spilled them).
 
+/// Runs `$body` for `$i` = `0, 1, .., $n - 1` (`$n` a constant, at most
+/// 8), written out one after the other: the register blocks index their
+/// accumulators with `$i`, which must be constants for the accumulators to
+/// stay in registers, and LLVM did not always unroll such loops itself.
+macro_rules! unrolled {
+    ($n:expr, |$i:ident| $body:block) => {{
+        const { assert!($n <= 8) };
+        unrolled!(@ $n, $i, $body, 0 1 2 3 4 5 6 7)
+    }};
+    (@ $n:expr, $i:ident, $body:block, $($k:literal)*) => {{
+        $(
+            if $k < $n {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    }};
+}
+pub(super) use unrolled;
+
 /// Eight `f32` lanes.
 pub(super) trait F32x8: Copy {
     /// All lanes zero.
@@ -19,6 +39,11 @@ pub(super) trait F32x8: Copy {
     fn add(self, b: Self) -> Self;
     /// Lane-wise `max(self, 0)`, zero for NaN as `f32::max(x, 0.0)`.
     fn relu(self) -> Self;
+    /// Runs `body` in a function of its own, compiled for these lanes'
+    /// target features: a register block written with these lanes gets a
+    /// small function to itself, where LLVM keeps its accumulators in
+    /// registers (inlined into one large caller, it spilled them).
+    fn isolated<T>(body: impl FnOnce() -> T) -> T;
 }
 
 /// The portable lanes: plain multiply and add, any CPU.
@@ -53,6 +78,10 @@ impl F32x8 for Portable {
     #[inline(always)]
     fn relu(self) -> Self {
         Portable(self.0.map(|v| v.max(0.0)))
+    }
+    #[inline(never)]
+    fn isolated<T>(body: impl FnOnce() -> T) -> T {
+        body()
     }
 }
 
@@ -107,5 +136,21 @@ mod avx2 {
             // maxps returns the second operand when either is NaN.
             Avx2(unsafe { _mm256_max_ps(self.0, _mm256_setzero_ps()) })
         }
+        #[inline(always)]
+        fn isolated<T>(body: impl FnOnce() -> T) -> T {
+            // SAFETY: the CPU has AVX2 and FMA (see the type's
+            // documentation).
+            unsafe { isolated_avx2(body) }
+        }
+    }
+
+    /// `body()` in a function of its own, with AVX2 and FMA enabled.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isolated_avx2<T>(body: impl FnOnce() -> T) -> T {
+        body()
     }
 }
