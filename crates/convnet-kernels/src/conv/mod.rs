@@ -10,7 +10,9 @@
 //! im2col matrix is ever built. The files beside this one hold one concept
 //! each: im2col/col2im on tiles, the forward pass, the two gradients, a
 //! direct forward kernel for layers with few input channels (the first
-//! layer of an image model) and the vector lanes it is written in.
+//! layer of an image model) and the vector lanes it is written in, and
+//! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
+//! channels (all three passes).
 
 mod backward_filter;
 mod backward_input;
@@ -203,8 +205,8 @@ pub struct Tuning {
     /// Let the direct kernel use the CPU's vector extensions when present
     /// (`false`: the portable code only).
     pub simd: bool,
-    /// Use Winograd F(2x2, 3x3) for the forward pass of 3x3 stride-1
-    /// convolutions.
+    /// Use Winograd (F(2x2, 3x3) or F(4x4, 3x3), see `winograd_tile`) for
+    /// the forward pass of 3x3 stride-1 convolutions.
     pub winograd: bool,
     /// The same for the input gradient.
     pub winograd_input: bool,
