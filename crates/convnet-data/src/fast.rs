@@ -83,6 +83,69 @@ pub(crate) fn resize_nearest(
     }
 }
 
+/// zune-jpeg's YCbCr to RGB conversion (BT.601 full range, 14-bit fixed
+/// point, its scalar and AVX2 code alike), value for value.
+#[cfg_attr(not(test), allow(dead_code))] // the fast path inlines the i32 form
+#[inline]
+pub(crate) fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    ycbcr_to_rgb_i32(y.into(), cb.into(), cr.into()).map(|v| v as u8)
+}
+
+/// [`ycbcr_to_rgb`] on bytes held in `i32`s, the results `0..=255` too.
+#[inline(always)]
+fn ycbcr_to_rgb_i32(y: i32, cb: i32, cr: i32) -> [i32; 3] {
+    const Y_CF: i32 = 16384;
+    const CR_CF: i32 = 22970;
+    const CB_CF: i32 = 29032;
+    const G_CR: i32 = -11700;
+    const G_CB: i32 = -5638;
+    const RND: i32 = (1 << 13) - 1;
+    let (cb, cr) = (cb - 128, cr - 128);
+    let y0 = y * Y_CF + RND;
+    let c = |v: i32| (v >> 14).clamp(0, 255);
+    [
+        c(y0 + cr * CR_CF),
+        c(y0 + cr * G_CR + cb * G_CB),
+        c(y0 + cb * CB_CF),
+    ]
+}
+
+/// [`resize_nearest`] of a YCbCr image (`sh` x `sw` x 3, as zune-jpeg
+/// leaves it) to RGB values times `scale`: the pixels picked are converted
+/// by [`ycbcr_to_rgb`], so the values are those of converting the whole
+/// image first, then resizing with `scale_lut(scale)`.
+pub(crate) fn resize_nearest_ycbcr(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    th: usize,
+    tw: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    assert_eq!(src.len(), sh * sw * 3, "resize_nearest_ycbcr: source size");
+    assert_eq!(out.len(), th * tw * 3, "resize_nearest_ycbcr: output size");
+    let cols: Vec<usize> = (0..tw).map(|x| nearest_index(x, sw, tw) * 3).collect();
+    let row_len = sw * 3;
+    // Each output row: the picked pixels' planes, then the conversion over
+    // them (branch-free, vectorised), then the scale.
+    let (mut py, mut pb, mut pr) = (vec![0i32; tw], vec![0i32; tw], vec![0i32; tw]);
+    for (y, o) in out.chunks_exact_mut(tw * 3).enumerate() {
+        let sy = nearest_index(y, sh, th);
+        let row = &src[sy * row_len..(sy + 1) * row_len];
+        for (i, &sx) in cols.iter().enumerate() {
+            let p = &row[sx..sx + 3];
+            (py[i], pb[i], pr[i]) = (p[0].into(), p[1].into(), p[2].into());
+        }
+        for (((o, &y), &cb), &cr) in o.chunks_exact_mut(3).zip(&py).zip(&pb).zip(&pr) {
+            let [r, g, b] = ycbcr_to_rgb_i32(y, cb, cr);
+            o[0] = r as f32 * scale;
+            o[1] = g as f32 * scale;
+            o[2] = b as f32 * scale;
+        }
+    }
+}
+
 /// The 2x3 affine map from a destination pixel `(row, col)` of a `th` x
 /// `tw` image to the source point `(y, x)` of an `sh` x `sw` image: `m`
 /// (Keras's matrix, in destination coordinates) followed by the resize,
@@ -685,6 +748,11 @@ mod timing {
         let ns = best(&mut || resize_nearest(&src, sh, sw, c, th, tw, &lut, &mut out));
         eprintln!(
             "resize_nearest: {ns:.2} ns/pixel, {:.0} us/image",
+            ns * (th * tw) as f64 / 1e3
+        );
+        let ns = best(&mut || resize_nearest_ycbcr(&src, sh, sw, th, tw, 1.0 / 255.0, &mut out));
+        eprintln!(
+            "resize_nearest_ycbcr: {ns:.2} ns/pixel, {:.0} us/image",
             ns * (th * tw) as f64 / 1e3
         );
     }
