@@ -31,12 +31,16 @@
 //!
 //! Speed: JPEGs are decoded with zune-jpeg into a per-thread buffer; with
 //! no augmentation the resize is Keras's nearest through index tables
-//! (the rescale folded into a lookup table); with a geometric
+//! (the rescale folded in), and a YCbCr JPEG stays in YCbCr: only the
+//! pixels the resize picks are converted to RGB (zune-jpeg's own integer
+//! conversion, the same values); with a geometric
 //! augmentation, Keras's matrix for the target size is composed with the
 //! resize and the image is sampled ONCE, bilinearly (fixed point), from the
 //! full-size decoded image straight into the batch (Keras resizes to the
 //! target size with nearest first, then transforms that small image; the
-//! one pass is as fast and loses less).
+//! one pass is as fast and loses less; for RGB, eight pixels at a time
+//! with AVX2 when the CPU has it, the same values). The batch buffer is
+//! not zeroed up front: each worker initialises its own slot.
 //!
 //! Bad files: see [`DirectoryIterator`] (skipped with one warning, the
 //! batch filled from the next files, a count per pass).

@@ -4,6 +4,8 @@
 //! - [`resize_nearest`]: Keras's (PIL's) nearest resize through index
 //!   tables, with the rescale folded into a 256-entry lookup table; equal,
 //!   value for value, to resizing then rescaling.
+//! - [`resize_nearest_ycbcr`]: the same from a YCbCr image (a JPEG left
+//!   unconverted), converting only the pixels picked, as zune-jpeg does.
 //! - [`affine_resample`]: the augmentation's affine transform composed with
 //!   the resize to the target size, in ONE bilinear pass from the full-size
 //!   image (fixed-point coordinates and weights); within a fraction of a
