@@ -40,7 +40,7 @@
 //! target size with nearest first, then transforms that small image; the
 //! one pass is as fast and loses less; for RGB, eight pixels at a time
 //! with AVX2 when the CPU has it, the same values). The batch buffer is
-//! not zeroed up front: each worker initialises its own slot.
+//! never zeroed: these passes write every value of their slot.
 //!
 //! Bad files: see [`DirectoryIterator`] (skipped with one warning, the
 //! batch filled from the next files, a count per pass).
@@ -474,7 +474,8 @@ impl DirectoryIterator {
         let mut x = uninit_batch((end - start) * self.data.image_size());
         let ok = self.data.load_many(pass, &order[start..end], &mut x);
         let idx = compact(&order[start..end], &ok, &mut x, self.data.image_size());
-        // SAFETY: `load_many` initialised every slot.
+        // SAFETY: `load_many` initialised the slots of the images read,
+        // which `compact` moved to the front.
         let x = unsafe { assume_init_prefix(x, idx.len() * self.data.image_size()) };
         if idx.is_empty() {
             return Err(format_err(
@@ -626,11 +627,13 @@ fn uninit_batch(n: usize) -> Vec<MaybeUninit<f32>> {
     x
 }
 
-/// Zeroes `slot` and returns it as the initialised values it now holds.
-fn init_zeroed(slot: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    slot.fill(MaybeUninit::new(0.0));
-    // SAFETY: every element was just written; `MaybeUninit<f32>` has the
-    // layout of `f32`.
+/// `slot` as the initialised values it holds.
+///
+/// # Safety
+/// Every value of `slot` must have been written.
+unsafe fn assume_init_mut(slot: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: initialised (the caller's promise); `MaybeUninit<f32>` has
+    // the layout of `f32`.
     unsafe { &mut *(slot as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
@@ -696,9 +699,9 @@ impl Dataset {
     /// image per slot, in parallel); returns which ones could be read,
     /// recording the others as unreadable.
     ///
-    /// The slots may come uninitialised (a fresh batch buffer, not zeroed
-    /// on the producer's thread while the pool waits): each is zeroed by
-    /// its worker first, in cache, so every slot is initialised on return.
+    /// The slots may come uninitialised (a fresh batch buffer, never zeroed:
+    /// the fast paths write every value): on return, the slot of every
+    /// image that could be read is initialised.
     fn load_many(&self, pass: u64, idx: &[usize], x: &mut [MaybeUninit<f32>]) -> Vec<bool> {
         let size = self.image_size();
         let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
@@ -710,8 +713,7 @@ impl Dataset {
             && !self.generator.augments();
         x.par_chunks_mut(size)
             .zip(idx.par_iter())
-            .map(|(slot, &i)| {
-                let out = init_zeroed(slot);
+            .map(|(out, &i)| {
                 let mut rng = aug_rng.fork(i as u64);
                 let r = with_pixels(
                     &self.files[i],
@@ -752,7 +754,7 @@ impl Dataset {
         src: &[u8],
         h: usize,
         w: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         rng: &mut Rng,
     ) -> std::result::Result<(), &'static str> {
         let (th, tw) = self.options.target_size;
@@ -771,6 +773,10 @@ impl Dataset {
         });
         if fused.is_none() {
             resize_into(src, h, w, &self.options, &fast::scale_lut(scale), out)?;
+        }
+        // SAFETY: the fused pass or the resize wrote every value.
+        let out = unsafe { assume_init_mut(out) };
+        if fused.is_none() {
             if let Some(m) = params.matrix(th, tw) {
                 // A matrix the fused pass refuses (not finite, or far out):
                 // the plain pass on the resized image.
@@ -1101,7 +1107,7 @@ pub fn load_image_into(path: &Path, options: &FlowOptions, out: &mut [f32]) -> R
         options.max_pixels,
         options.color_mode,
         false,
-        |src, h, w, _| resize_into(src, h, w, options, &lut, out),
+        |src, h, w, _| resize_into(src, h, w, options, &lut, fast::as_uninit(out)),
     )?
     .map_err(|e| format_err(path, e))
 }
@@ -1114,7 +1120,7 @@ fn resize_into(
     w: usize,
     options: &FlowOptions,
     lut: &[f32; 256],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) -> std::result::Result<(), &'static str> {
     let (th, tw) = options.target_size;
     let c = options.color_mode.channels();
@@ -1141,9 +1147,12 @@ fn resize_into(
             image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
         }
     };
+    if resized.len() != out.len() {
+        return Err("bad resize");
+    }
     out.iter_mut()
         .zip(&resized)
-        .for_each(|(o, &v)| *o = lut[v as usize]);
+        .for_each(|(o, &v)| *o = MaybeUninit::new(lut[v as usize]));
     Ok(())
 }
 
@@ -1239,9 +1248,9 @@ mod tests {
                 th,
                 tw,
                 &fast::scale_lut(scale),
-                &mut want,
+                fast::as_uninit(&mut want),
             );
-            fast::resize_nearest_ycbcr(&ycc[..n], h, w, th, tw, scale, &mut got);
+            fast::resize_nearest_ycbcr(&ycc[..n], h, w, th, tw, scale, fast::as_uninit(&mut got));
             assert_eq!(got, want);
         }
         let gray = image::GrayImage::from_fn(20, 10, |x, y| image::Luma([(x * 12 + y) as u8]));
