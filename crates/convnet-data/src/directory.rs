@@ -31,12 +31,16 @@
 //!
 //! Speed: JPEGs are decoded with zune-jpeg into a per-thread buffer; with
 //! no augmentation the resize is Keras's nearest through index tables
-//! (the rescale folded into a lookup table); with a geometric
+//! (the rescale folded in), and a YCbCr JPEG stays in YCbCr: only the
+//! pixels the resize picks are converted to RGB (zune-jpeg's own integer
+//! conversion, the same values); with a geometric
 //! augmentation, Keras's matrix for the target size is composed with the
 //! resize and the image is sampled ONCE, bilinearly (fixed point), from the
 //! full-size decoded image straight into the batch (Keras resizes to the
 //! target size with nearest first, then transforms that small image; the
-//! one pass is as fast and loses less).
+//! one pass is as fast and loses less; for RGB, eight pixels at a time
+//! with AVX2 when the CPU has it, the same values). The batch buffer is
+//! never zeroed: these passes write every value of their slot.
 //!
 //! Bad files: see [`DirectoryIterator`] (skipped with one warning, the
 //! batch filled from the next files, a count per pass).
@@ -470,7 +474,8 @@ impl DirectoryIterator {
         let mut x = uninit_batch((end - start) * self.data.image_size());
         let ok = self.data.load_many(pass, &order[start..end], &mut x);
         let idx = compact(&order[start..end], &ok, &mut x, self.data.image_size());
-        // SAFETY: `load_many` initialised every slot.
+        // SAFETY: `load_many` initialised the slots of the images read,
+        // which `compact` moved to the front.
         let x = unsafe { assume_init_prefix(x, idx.len() * self.data.image_size()) };
         if idx.is_empty() {
             return Err(format_err(
@@ -622,11 +627,13 @@ fn uninit_batch(n: usize) -> Vec<MaybeUninit<f32>> {
     x
 }
 
-/// Zeroes `slot` and returns it as the initialised values it now holds.
-fn init_zeroed(slot: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    slot.fill(MaybeUninit::new(0.0));
-    // SAFETY: every element was just written; `MaybeUninit<f32>` has the
-    // layout of `f32`.
+/// `slot` as the initialised values it holds.
+///
+/// # Safety
+/// Every value of `slot` must have been written.
+unsafe fn assume_init_mut(slot: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: initialised (the caller's promise); `MaybeUninit<f32>` has
+    // the layout of `f32`.
     unsafe { &mut *(slot as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
@@ -692,22 +699,36 @@ impl Dataset {
     /// image per slot, in parallel); returns which ones could be read,
     /// recording the others as unreadable.
     ///
-    /// The slots may come uninitialised (a fresh batch buffer, not zeroed
-    /// on the producer's thread while the pool waits): each is zeroed by
-    /// its worker first, in cache, so every slot is initialised on return.
+    /// The slots may come uninitialised (a fresh batch buffer, never zeroed:
+    /// the fast paths write every value): on return, the slot of every
+    /// image that could be read is initialised.
     fn load_many(&self, pass: u64, idx: &[usize], x: &mut [MaybeUninit<f32>]) -> Vec<bool> {
         let size = self.image_size();
         let aug_rng = Rng::new(self.seed).fork(1).fork(pass);
+        // Without augmentation, Keras's nearest resize of an RGB image uses
+        // a few of its pixels: JPEGs may stay in YCbCr, and only the
+        // pixels picked are converted (as `render` would do it, same values).
+        let ycbcr_ok = self.options.color_mode == ColorMode::Rgb
+            && self.options.interpolation == Interpolation::Nearest
+            && !self.generator.augments();
         x.par_chunks_mut(size)
             .zip(idx.par_iter())
-            .map(|(slot, &i)| {
-                let out = init_zeroed(slot);
+            .map(|(out, &i)| {
                 let mut rng = aug_rng.fork(i as u64);
                 let r = with_pixels(
                     &self.files[i],
                     self.options.max_pixels,
                     self.options.color_mode,
-                    |src, h, w| self.render(src, h, w, out, &mut rng),
+                    ycbcr_ok,
+                    |src, h, w, ycbcr| {
+                        if ycbcr {
+                            let (th, tw) = self.options.target_size;
+                            let rescale = self.generator.rescale.unwrap_or(1.0);
+                            fast::resize_nearest_ycbcr(src, h, w, th, tw, rescale, out);
+                            return Ok(());
+                        }
+                        self.render(src, h, w, out, &mut rng)
+                    },
                 )
                 .and_then(|r| r.map_err(|e| format_err(&self.files[i], e)));
                 match r {
@@ -733,7 +754,7 @@ impl Dataset {
         src: &[u8],
         h: usize,
         w: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         rng: &mut Rng,
     ) -> std::result::Result<(), &'static str> {
         let (th, tw) = self.options.target_size;
@@ -752,6 +773,10 @@ impl Dataset {
         });
         if fused.is_none() {
             resize_into(src, h, w, &self.options, &fast::scale_lut(scale), out)?;
+        }
+        // SAFETY: the fused pass or the resize wrote every value.
+        let out = unsafe { assume_init_mut(out) };
+        if fused.is_none() {
             if let Some(m) = params.matrix(th, tw) {
                 // A matrix the fused pass refuses (not finite, or far out):
                 // the plain pass on the resized image.
@@ -884,30 +909,53 @@ fn check_pixels(path: &Path, w: u64, h: u64, max_pixels: u64) -> Result<u64> {
 
 /// Decodes a JPEG to interleaved RGB with zune-jpeg into `buf` (grown as
 /// needed, never shrunk, so a thread reuses one buffer), refusing images
-/// over `max_pixels` from the header; returns `(height, width)`, the pixels
-/// being `buf[..height * width * 3]`. Truncated or corrupt data is an
-/// error (as PIL has it); what libjpeg only warns about (extra bytes before
-/// a marker, a stray marker) is decoded leniently.
+/// over `max_pixels` from the header; returns `(height, width, ycbcr)`,
+/// the pixels being `buf[..height * width * 3]`. Truncated or corrupt data
+/// is an error (as PIL has it); what libjpeg only warns about (extra bytes
+/// before a marker, a stray marker) is decoded leniently.
+///
+/// With `want_ycbcr`, a YCbCr JPEG (the usual kind) is left in YCbCr
+/// (`ycbcr` true: the caller converts the pixels it uses with
+/// [`fast::ycbcr_to_rgb`], zune-jpeg's own conversion); any other kind is
+/// decoded to RGB as always.
 fn decode_jpeg_into(
     path: &Path,
     bytes: &[u8],
     max_pixels: u64,
     buf: &mut Vec<u8>,
-) -> Result<(usize, usize)> {
+    want_ycbcr: bool,
+) -> Result<(usize, usize, bool)> {
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
-    let options = |strict| {
+    let options = |strict, out| {
         DecoderOptions::default()
-            .jpeg_set_out_colorspace(ColorSpace::RGB)
+            .jpeg_set_out_colorspace(out)
             .set_max_width(usize::from(u16::MAX))
             .set_max_height(usize::from(u16::MAX))
             .set_strict_mode(strict)
     };
-    let mut decode = |strict: bool| -> Result<(usize, usize)> {
-        let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options(strict));
-        d.decode_headers()
-            .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
+    let mut decode = |strict: bool| -> Result<(usize, usize, bool)> {
+        let header_err = |e| format_err(path, format!("cannot decode: {e:?}"));
+        let out = if want_ycbcr {
+            ColorSpace::YCbCr
+        } else {
+            ColorSpace::RGB
+        };
+        let mut d =
+            zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options(strict, out));
+        d.decode_headers().map_err(header_err)?;
+        let mut ycbcr = want_ycbcr;
+        if want_ycbcr && d.input_colorspace() != Some(ColorSpace::YCbCr) {
+            // Grayscale, CMYK, RGB JPEGs: to RGB by the decoder (the
+            // options decide its conversion when the headers are read).
+            ycbcr = false;
+            d = zune_jpeg::JpegDecoder::new_with_options(
+                ZCursor::new(bytes),
+                options(strict, ColorSpace::RGB),
+            );
+            d.decode_headers().map_err(header_err)?;
+        }
         let (w, h) = d
             .dimensions()
             .ok_or_else(|| format_err(path, "cannot decode: no image size"))?;
@@ -923,7 +971,7 @@ fn decode_jpeg_into(
         }
         d.decode_into(&mut buf[..size])
             .map_err(|e| format_err(path, format!("cannot decode: {e:?}")))?;
-        Ok((h, w))
+        Ok((h, w, ycbcr))
     };
     match decode(true) {
         Ok(v) => Ok(v),
@@ -949,14 +997,17 @@ std::thread_local! {
     static DECODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads and decodes `path` and calls `f(pixels, height, width)` with its
-/// pixels in the color mode's interleaved `u8` channels. JPEGs in RGB are
-/// decoded into a per-thread buffer (no allocation per image).
+/// Reads and decodes `path` and calls `f(pixels, height, width, ycbcr)`
+/// with its pixels in the color mode's interleaved `u8` channels. JPEGs in
+/// RGB are decoded into a per-thread buffer (no allocation per image); with
+/// `ycbcr_ok`, a YCbCr JPEG's pixels may come as YCbCr instead (`ycbcr`
+/// true), for the caller to convert only the pixels it uses.
 fn with_pixels<R>(
     path: &Path,
     max_pixels: u64,
     mode: ColorMode,
-    f: impl FnOnce(&[u8], usize, usize) -> R,
+    ycbcr_ok: bool,
+    f: impl FnOnce(&[u8], usize, usize, bool) -> R,
 ) -> Result<R> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     if is_jpeg(&bytes) && mode == ColorMode::Rgb {
@@ -964,13 +1015,13 @@ fn with_pixels<R>(
             let mut buf = buf
                 .try_borrow_mut()
                 .map_err(|e| format_err(path, e.to_string()))?;
-            let (h, w) = decode_jpeg_into(path, &bytes, max_pixels, &mut buf)?;
-            Ok(f(&buf[..h * w * 3], h, w))
+            let (h, w, ycbcr) = decode_jpeg_into(path, &bytes, max_pixels, &mut buf, ycbcr_ok)?;
+            Ok(f(&buf[..h * w * 3], h, w, ycbcr))
         });
     }
     let img = decode_bytes(path, &bytes, max_pixels)?;
     let (h, w, data) = to_channels(img, mode);
-    Ok(f(&data, h, w))
+    Ok(f(&data, h, w, false))
 }
 
 /// Reads and decodes one image file with the content's format (not the
@@ -987,7 +1038,7 @@ fn decode_bytes(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<image::Dyn
     }
     if is_jpeg(bytes) {
         let mut data = Vec::new();
-        let (h, w) = decode_jpeg_into(path, bytes, max_pixels, &mut data)?;
+        let (h, w, _) = decode_jpeg_into(path, bytes, max_pixels, &mut data, false)?;
         data.truncate(h * w * 3);
         let img = image::RgbImage::from_raw(w as u32, h as u32, data)
             .ok_or_else(|| format_err(path, "bad image buffer"))?;
@@ -1051,9 +1102,13 @@ pub fn load_image_into(path: &Path, options: &FlowOptions, out: &mut [f32]) -> R
         ));
     }
     let lut = fast::scale_lut(1.0);
-    with_pixels(path, options.max_pixels, options.color_mode, |src, h, w| {
-        resize_into(src, h, w, options, &lut, out)
-    })?
+    with_pixels(
+        path,
+        options.max_pixels,
+        options.color_mode,
+        false,
+        |src, h, w, _| resize_into(src, h, w, options, &lut, fast::as_uninit(out)),
+    )?
     .map_err(|e| format_err(path, e))
 }
 
@@ -1065,7 +1120,7 @@ fn resize_into(
     w: usize,
     options: &FlowOptions,
     lut: &[f32; 256],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) -> std::result::Result<(), &'static str> {
     let (th, tw) = options.target_size;
     let c = options.color_mode.channels();
@@ -1092,9 +1147,12 @@ fn resize_into(
             image::imageops::resize(&b, tw as u32, th as u32, filter).into_raw()
         }
     };
+    if resized.len() != out.len() {
+        return Err("bad resize");
+    }
     out.iter_mut()
         .zip(&resized)
-        .for_each(|(o, &v)| *o = lut[v as usize]);
+        .for_each(|(o, &v)| *o = MaybeUninit::new(lut[v as usize]));
     Ok(())
 }
 
@@ -1130,4 +1188,116 @@ pub fn load_img(
     let mut out = vec![0.0; h * w * c];
     load_image_into(path, &options, &mut out)?;
     Ok(Tensor::from_vec(&[h, w, c], out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(img: image::DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    fn textured(w: u32, h: u32, seed: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            let n = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761) >> 24;
+            image::Rgb([
+                (x * 255 / w) as u8 ^ (n as u8 & 0x3F),
+                (y * 255 / h) as u8,
+                ((x + y + seed) % 256) as u8 ^ (n as u8 >> 2),
+            ])
+        })
+    }
+
+    /// A JPEG left in YCbCr and converted pixel by pixel equals zune-jpeg's
+    /// RGB decoding, for every pixel; a grayscale JPEG comes back as RGB.
+    #[test]
+    fn ycbcr_decoding_converts_to_the_same_rgb() {
+        let path = Path::new("test.jpg");
+        for (i, (w, h)) in [(37, 23), (500, 375), (16, 16), (1, 9)]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes = jpeg(image::DynamicImage::ImageRgb8(textured(w, h, i as u32)));
+            let (mut rgb, mut ycc) = (Vec::new(), Vec::new());
+            let a = decode_jpeg_into(path, &bytes, u64::MAX, &mut rgb, false).unwrap();
+            let b = decode_jpeg_into(path, &bytes, u64::MAX, &mut ycc, true).unwrap();
+            assert_eq!(a, (h as usize, w as usize, false));
+            assert_eq!(b, (h as usize, w as usize, true));
+            let n = (w * h * 3) as usize;
+            let converted: Vec<u8> = ycc[..n]
+                .chunks_exact(3)
+                .flat_map(|p| fast::ycbcr_to_rgb(p[0], p[1], p[2]))
+                .collect();
+            assert_eq!(converted, rgb[..n], "{w}x{h}");
+            // The nearest resize from YCbCr: the RGB image's.
+            let (th, tw) = (15, 11);
+            let mut want = vec![0.0; th * tw * 3];
+            let mut got = vec![0.0; th * tw * 3];
+            let scale = 1.0 / 255.0;
+            let (h, w) = (h as usize, w as usize);
+            fast::resize_nearest(
+                &rgb[..n],
+                h,
+                w,
+                3,
+                th,
+                tw,
+                &fast::scale_lut(scale),
+                fast::as_uninit(&mut want),
+            );
+            fast::resize_nearest_ycbcr(&ycc[..n], h, w, th, tw, scale, fast::as_uninit(&mut got));
+            assert_eq!(got, want);
+        }
+        let gray = image::GrayImage::from_fn(20, 10, |x, y| image::Luma([(x * 12 + y) as u8]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 80)
+            .encode(gray.as_raw(), 20, 10, image::ExtendedColorType::L8)
+            .unwrap();
+        let (mut rgb, mut other) = (Vec::new(), Vec::new());
+        let a = decode_jpeg_into(path, &bytes, u64::MAX, &mut rgb, false).unwrap();
+        let b = decode_jpeg_into(path, &bytes, u64::MAX, &mut other, true).unwrap();
+        assert_eq!(a, (10, 20, false));
+        assert_eq!(b, (10, 20, false));
+        assert_eq!(rgb[..600], other[..600]);
+    }
+
+    /// Rescale-only batches of JPEGs (decoded in YCbCr) equal the plain
+    /// path: each file loaded to RGB, resized (nearest), rescaled.
+    #[test]
+    fn rescale_only_batches_equal_load_img() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("a", 3), ("b", 2)] {
+            std::fs::create_dir_all(dir.path().join(class)).unwrap();
+            for i in 0..n {
+                let img = textured(40 + 13 * i, 30 + 7 * i, i + 5);
+                let bytes = jpeg(image::DynamicImage::ImageRgb8(img));
+                std::fs::write(dir.path().join(class).join(format!("{i}.jpg")), bytes).unwrap();
+            }
+        }
+        let flow = ImageDataGenerator::new()
+            .rescale(0.5)
+            .flow_from_directory(
+                dir.path(),
+                FlowOptions {
+                    target_size: (17, 19),
+                    batch_size: 5,
+                    shuffle: false,
+                    verbose: false,
+                    ..FlowOptions::default()
+                },
+            )
+            .unwrap();
+        let (x, _) = flow.batch(0, 0).unwrap();
+        let mut want = Vec::new();
+        for f in flow.filepaths() {
+            let t = load_img(f, Some((17, 19)), ColorMode::Rgb, Interpolation::Nearest).unwrap();
+            want.extend(t.values().iter().map(|v| v * 0.5));
+        }
+        assert_eq!(x.values(), &want[..]);
+    }
 }

@@ -4,10 +4,14 @@
 //! - [`resize_nearest`]: Keras's (PIL's) nearest resize through index
 //!   tables, with the rescale folded into a 256-entry lookup table; equal,
 //!   value for value, to resizing then rescaling.
+//! - [`resize_nearest_ycbcr`]: the same from a YCbCr image (a JPEG left
+//!   unconverted), converting only the pixels picked, as zune-jpeg does.
 //! - [`affine_resample`]: the augmentation's affine transform composed with
 //!   the resize to the target size, in ONE bilinear pass from the full-size
 //!   image (fixed-point coordinates and weights); within a fraction of a
 //!   grey level of the same transform computed in `f64`.
+
+use std::mem::MaybeUninit;
 
 use crate::augment::FillMode;
 use crate::simd;
@@ -17,6 +21,13 @@ use crate::simd;
 #[inline]
 pub(crate) fn nearest_index(dst: usize, n_src: usize, n_dst: usize) -> usize {
     (((dst as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
+}
+
+/// `out` as possibly uninitialised values, for the functions here that
+/// write every value of their output (and only initialised values).
+pub(crate) fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; only initialised values are written through it.
+    unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// The lookup table `v -> v * scale` for the 256 byte values.
@@ -35,14 +46,14 @@ pub(crate) fn resize_nearest(
     th: usize,
     tw: usize,
     lut: &[f32; 256],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     assert_eq!(src.len(), sh * sw * c, "resize_nearest: source size");
     assert_eq!(out.len(), th * tw * c, "resize_nearest: output size");
     if (sh, sw) == (th, tw) {
         out.iter_mut()
             .zip(src)
-            .for_each(|(o, &v)| *o = lut[v as usize]);
+            .for_each(|(o, &v)| *o = MaybeUninit::new(lut[v as usize]));
         return;
     }
     let cols: Vec<usize> = (0..tw).map(|x| nearest_index(x, sw, tw) * c).collect();
@@ -74,11 +85,74 @@ pub(crate) fn resize_nearest(
         if linear {
             o.iter_mut()
                 .zip(&picked)
-                .for_each(|(o, &v)| *o = f32::from(v) * scale);
+                .for_each(|(o, &v)| *o = MaybeUninit::new(f32::from(v) * scale));
         } else {
             o.iter_mut()
                 .zip(&picked)
-                .for_each(|(o, &v)| *o = lut[v as usize]);
+                .for_each(|(o, &v)| *o = MaybeUninit::new(lut[v as usize]));
+        }
+    }
+}
+
+/// zune-jpeg's YCbCr to RGB conversion (BT.601 full range, 14-bit fixed
+/// point, its scalar and AVX2 code alike), value for value.
+#[cfg_attr(not(test), allow(dead_code))] // the fast path inlines the i32 form
+#[inline]
+pub(crate) fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    ycbcr_to_rgb_i32(y.into(), cb.into(), cr.into()).map(|v| v as u8)
+}
+
+/// [`ycbcr_to_rgb`] on bytes held in `i32`s, the results `0..=255` too.
+#[inline(always)]
+fn ycbcr_to_rgb_i32(y: i32, cb: i32, cr: i32) -> [i32; 3] {
+    const Y_CF: i32 = 16384;
+    const CR_CF: i32 = 22970;
+    const CB_CF: i32 = 29032;
+    const G_CR: i32 = -11700;
+    const G_CB: i32 = -5638;
+    const RND: i32 = (1 << 13) - 1;
+    let (cb, cr) = (cb - 128, cr - 128);
+    let y0 = y * Y_CF + RND;
+    let c = |v: i32| (v >> 14).clamp(0, 255);
+    [
+        c(y0 + cr * CR_CF),
+        c(y0 + cr * G_CR + cb * G_CB),
+        c(y0 + cb * CB_CF),
+    ]
+}
+
+/// [`resize_nearest`] of a YCbCr image (`sh` x `sw` x 3, as zune-jpeg
+/// leaves it) to RGB values times `scale`: the pixels picked are converted
+/// by [`ycbcr_to_rgb`], so the values are those of converting the whole
+/// image first, then resizing with `scale_lut(scale)`.
+pub(crate) fn resize_nearest_ycbcr(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    th: usize,
+    tw: usize,
+    scale: f32,
+    out: &mut [MaybeUninit<f32>],
+) {
+    assert_eq!(src.len(), sh * sw * 3, "resize_nearest_ycbcr: source size");
+    assert_eq!(out.len(), th * tw * 3, "resize_nearest_ycbcr: output size");
+    let cols: Vec<usize> = (0..tw).map(|x| nearest_index(x, sw, tw) * 3).collect();
+    let row_len = sw * 3;
+    // Each output row: the picked pixels' planes, then the conversion over
+    // them (branch-free, vectorised), then the scale.
+    let (mut py, mut pb, mut pr) = (vec![0i32; tw], vec![0i32; tw], vec![0i32; tw]);
+    for (y, o) in out.chunks_exact_mut(tw * 3).enumerate() {
+        let sy = nearest_index(y, sh, th);
+        let row = &src[sy * row_len..(sy + 1) * row_len];
+        for (i, &sx) in cols.iter().enumerate() {
+            let p = &row[sx..sx + 3];
+            (py[i], pb[i], pr[i]) = (p[0].into(), p[1].into(), p[2].into());
+        }
+        for (((o, &y), &cb), &cr) in o.chunks_exact_mut(3).zip(&py).zip(&pb).zip(&pr) {
+            let [r, g, b] = ycbcr_to_rgb_i32(y, cb, cr);
+            o[0] = MaybeUninit::new(r as f32 * scale);
+            o[1] = MaybeUninit::new(g as f32 * scale);
+            o[2] = MaybeUninit::new(b as f32 * scale);
         }
     }
 }
@@ -143,7 +217,7 @@ pub(crate) fn affine_resample(
     scale: f32,
     th: usize,
     tw: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) -> Option<()> {
     assert_eq!(src.len(), sh * sw * c, "affine_resample: source size");
     assert_eq!(out.len(), th * tw * c, "affine_resample: output size");
@@ -200,7 +274,7 @@ fn resample<const C: usize>(
     scale: f32,
     th: usize,
     tw: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     allow_simd: bool,
 ) {
     debug_assert_eq!(out.len(), th * tw * C);
@@ -281,14 +355,14 @@ fn resample<const C: usize>(
                         + u32::from(top[C + ch]) * w[1]
                         + u32::from(bot[ch]) * w[2]
                         + u32::from(bot[C + ch]) * w[3];
-                    o[ch] = s as f32 * k;
+                    o[ch] = MaybeUninit::new(s as f32 * k);
                 }
                 continue;
             }
             if fill_mode == FillMode::Constant
                 && (yi < -EPS || yi > ymax + EPS || xi < -EPS || xi > xmax + EPS)
             {
-                o.fill(fill);
+                o.fill(MaybeUninit::new(fill));
                 continue;
             }
             let ya = map_index(y0, sh, fill_mode) * stride;
@@ -300,7 +374,7 @@ fn resample<const C: usize>(
                     + u32::from(src[ya + xb + ch]) * w[1]
                     + u32::from(src[yb + xa + ch]) * w[2]
                     + u32::from(src[yb + xb + ch]) * w[3];
-                o[ch] = s as f32 * k;
+                o[ch] = MaybeUninit::new(s as f32 * k);
             }
         }
     }
@@ -319,7 +393,7 @@ fn resample_dyn(
     scale: f32,
     th: usize,
     tw: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let k = scale / (1u64 << (2 * WBITS)) as f32;
     let (ymax, xmax) = ((sh as i64 - 1) << FRAC, (sw as i64 - 1) << FRAC);
@@ -332,7 +406,7 @@ fn resample_dyn(
             if fill_mode == FillMode::Constant
                 && (yi < -EPS || yi > ymax + EPS || xi < -EPS || xi > xmax + EPS)
             {
-                o.fill(cval * scale);
+                o.fill(MaybeUninit::new(cval * scale));
                 continue;
             }
             let (y0, x0) = (yi >> FRAC, xi >> FRAC);
@@ -348,7 +422,7 @@ fn resample_dyn(
                     + u32::from(src[ya + xb + ch]) * w[1]
                     + u32::from(src[yb + xa + ch]) * w[2]
                     + u32::from(src[yb + xb + ch]) * w[3];
-                *o = s as f32 * k;
+                *o = MaybeUninit::new(s as f32 * k);
             }
         }
     }
@@ -401,7 +475,16 @@ mod tests {
             let src = image(sh, sw, c, (sh * sw) as u64);
             for scale in [1.0f32, 1.0 / 255.0] {
                 let mut out = vec![0.0; th * tw * c];
-                resize_nearest(&src, sh, sw, c, th, tw, &scale_lut(scale), &mut out);
+                resize_nearest(
+                    &src,
+                    sh,
+                    sw,
+                    c,
+                    th,
+                    tw,
+                    &scale_lut(scale),
+                    as_uninit(&mut out),
+                );
                 let want: Vec<f32> = nearest_plain(&src, sh, sw, c, th, tw)
                     .into_iter()
                     .map(|v| v * scale)
@@ -501,14 +584,39 @@ mod tests {
                 let m = params(i as u64 + sh as u64).matrix(th, tw).unwrap();
                 let a = compose_resize(&m, sh, sw, th, tw);
                 let mut out = vec![0.0; th * tw * c];
-                affine_resample(&src, sh, sw, c, &a, *mode, 17.0, 1.0, th, tw, &mut out).unwrap();
+                affine_resample(
+                    &src,
+                    sh,
+                    sw,
+                    c,
+                    &a,
+                    *mode,
+                    17.0,
+                    1.0,
+                    th,
+                    tw,
+                    as_uninit(&mut out),
+                )
+                .unwrap();
                 let want = resample_plain(&src, sh, sw, c, &a, *mode, 17.0, th, tw);
                 let d = max_diff(&out, &want);
                 assert!(d <= 0.25, "{sh}x{sw}x{c} {mode:?}: max difference {d}");
                 // The rescale folded in.
                 let mut scaled = vec![0.0; th * tw * c];
-                affine_resample(&src, sh, sw, c, &a, *mode, 17.0, 0.5, th, tw, &mut scaled)
-                    .unwrap();
+                affine_resample(
+                    &src,
+                    sh,
+                    sw,
+                    c,
+                    &a,
+                    *mode,
+                    17.0,
+                    0.5,
+                    th,
+                    tw,
+                    as_uninit(&mut scaled),
+                )
+                .unwrap();
                 let d = out
                     .iter()
                     .zip(&scaled)
@@ -548,8 +656,32 @@ mod tests {
                     for scale in [1.0f32, 1.0 / 255.0] {
                         let mut want = vec![0.0; th * tw * 3];
                         let mut got = vec![1.0; th * tw * 3];
-                        resample::<3>(&src, sh, sw, a, mode, 5.0, scale, th, tw, &mut want, false);
-                        resample::<3>(&src, sh, sw, a, mode, 5.0, scale, th, tw, &mut got, true);
+                        resample::<3>(
+                            &src,
+                            sh,
+                            sw,
+                            a,
+                            mode,
+                            5.0,
+                            scale,
+                            th,
+                            tw,
+                            as_uninit(&mut want),
+                            false,
+                        );
+                        resample::<3>(
+                            &src,
+                            sh,
+                            sw,
+                            a,
+                            mode,
+                            5.0,
+                            scale,
+                            th,
+                            tw,
+                            as_uninit(&mut got),
+                            true,
+                        );
                         let same = want
                             .iter()
                             .zip(&got)
@@ -583,7 +715,7 @@ mod tests {
             affine_transform(&srcf, h, w, c, &m, mode, 9.0, &mut want);
             let a = compose_resize(&m, h, w, h, w);
             let mut out = vec![0.0; h * w * c];
-            affine_resample(&src, h, w, c, &a, mode, 9.0, 1.0, h, w, &mut out).unwrap();
+            affine_resample(&src, h, w, c, &a, mode, 9.0, 1.0, h, w, as_uninit(&mut out)).unwrap();
             let d = max_diff(&out, &want);
             assert!(d <= 0.25, "{mode:?}: max difference {d}");
         }
@@ -605,7 +737,7 @@ mod tests {
             1.0,
             2,
             2,
-            &mut out
+            as_uninit(&mut out)
         )
         .is_none());
         let a = [[1e300, 0.0, 0.0], [0.0, 1.0, 0.0]];
@@ -620,7 +752,7 @@ mod tests {
             1.0,
             2,
             2,
-            &mut out
+            as_uninit(&mut out)
         )
         .is_none());
     }
@@ -672,7 +804,7 @@ mod timing {
                     1.0 / 255.0,
                     th,
                     tw,
-                    &mut out,
+                    as_uninit(&mut out),
                     simd,
                 )
             });
@@ -682,9 +814,16 @@ mod timing {
             );
         }
         let lut = scale_lut(1.0 / 255.0);
-        let ns = best(&mut || resize_nearest(&src, sh, sw, c, th, tw, &lut, &mut out));
+        let ns = best(&mut || resize_nearest(&src, sh, sw, c, th, tw, &lut, as_uninit(&mut out)));
         eprintln!(
             "resize_nearest: {ns:.2} ns/pixel, {:.0} us/image",
+            ns * (th * tw) as f64 / 1e3
+        );
+        let ns = best(&mut || {
+            resize_nearest_ycbcr(&src, sh, sw, th, tw, 1.0 / 255.0, as_uninit(&mut out))
+        });
+        eprintln!(
+            "resize_nearest_ycbcr: {ns:.2} ns/pixel, {:.0} us/image",
             ns * (th * tw) as f64 / 1e3
         );
     }

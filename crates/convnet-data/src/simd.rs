@@ -50,7 +50,7 @@ pub(crate) unsafe fn resample_rgb(
     (y, x): (i64, i64),
     (dy, dx): (i64, i64),
     k: f32,
-    out: &mut [f32],
+    out: &mut [std::mem::MaybeUninit<f32>],
     edges: Option<(i64, i64)>,
 ) {
     use std::arch::x86_64::*;
@@ -173,7 +173,7 @@ pub(crate) unsafe fn resample_rgb(
         let v0 = mix!(i0, 0x92, 0x24);
         let v1 = mix!(i1, 0x24, 0x49);
         let v2 = mix!(i2, 0x49, 0x92);
-        let op = o.as_mut_ptr();
+        let op = o.as_mut_ptr().cast::<f32>();
         _mm256_storeu_ps(op, v0);
         _mm256_storeu_ps(op.add(8), v1);
         _mm256_storeu_ps(op.add(16), v2);
@@ -191,7 +191,7 @@ pub(crate) unsafe fn resample_rgb(
     _point: (i64, i64),
     _step: (i64, i64),
     _k: f32,
-    _out: &mut [f32],
+    _out: &mut [std::mem::MaybeUninit<f32>],
     _edges: Option<(i64, i64)>,
 ) {
     unreachable!("resample_rgb without AVX2")
