@@ -619,7 +619,7 @@ fn compact<T: Copy>(idx: &[usize], ok: &[bool], x: &mut [T], size: usize) -> Vec
 }
 
 /// A batch buffer of `n` values, not initialised (see
-/// [`Dataset::load_many`], which initialises the slots it is given).
+/// [`Dataset::load_many`], which writes the slots of the images it reads).
 fn uninit_batch(n: usize) -> Vec<MaybeUninit<f32>> {
     let mut x = Vec::with_capacity(n);
     // SAFETY: `MaybeUninit` needs no initialisation; the capacity is `n`.
@@ -816,9 +816,9 @@ impl Dataset {
                     finished,
                 };
             }
-            // Slots [0, filled) are initialised (by `load_many`).
+            // Not initialised: `load_many` writes the slots of the images it
+            // reads, and `compact` keeps those at the front.
             let mut x = uninit_batch(bs * size);
-            let mut filled = 0;
             let mut idx: Vec<usize> = Vec::with_capacity(bs);
             while idx.len() < bs && cursor.next < cursor.order.len() {
                 let mut want = Vec::with_capacity(bs - idx.len());
@@ -837,14 +837,12 @@ impl Dataset {
                 let at = idx.len() * size;
                 let slots = &mut x[at..at + want.len() * size];
                 let ok = self.load_many(cursor.pass, &want, slots);
-                filled = filled.max(at + want.len() * size);
                 cursor.skipped += ok.iter().filter(|g| !**g).count();
                 idx.extend(compact(&want, &ok, slots, size));
             }
-            debug_assert!(idx.len() * size <= filled);
-            // SAFETY: the kept images are at the front of the slots
-            // `load_many` initialised.
-            let x = unsafe { assume_init_prefix(x, (idx.len() * size).min(filled)) };
+            // SAFETY: the first `idx.len()` slots hold the images read,
+            // each fully written by `load_many`.
+            let x = unsafe { assume_init_prefix(x, idx.len() * size) };
             let skipped = cursor.skipped;
             if cursor.next >= cursor.order.len() {
                 finished.push((cursor.pass, cursor.skipped));
