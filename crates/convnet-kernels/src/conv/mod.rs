@@ -199,8 +199,9 @@ impl ConvGeometry {
 pub struct Tuning {
     /// Output rows per tile (at least 1).
     pub tile_rows: usize,
-    /// Use the direct forward kernel for few input channels where it
-    /// applies (the gradients always use im2col + GEMM).
+    /// Use the direct kernels for few input channels where they apply:
+    /// the forward pass and the filter gradient (the input gradient uses
+    /// im2col + GEMM or Winograd).
     pub direct: bool,
     /// Let the direct kernel use the CPU's vector extensions when present
     /// (`false`: the portable code only).
