@@ -295,3 +295,67 @@ proptest! {
         })?;
     }
 }
+
+/// `|a - b| <= 1e-5 * max|b|` elementwise (plus a floor for all-zero tensors).
+fn assert_close(what: &str, a: &Tensor, b: &Tensor) -> std::result::Result<(), TestCaseError> {
+    prop_assert_eq!(a.shape(), b.shape(), "{}: shapes", what);
+    let scale = b.values().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.values().iter().zip(b.values().iter()).enumerate() {
+        prop_assert!(
+            (x - y).abs() <= 1e-5 * scale,
+            "{}[{}]: {} vs {}",
+            what,
+            i,
+            x,
+            y
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The fused convolution + max pooling has no backward rule of its own
+    /// to check by finite differences: it must give the values and the
+    /// gradients of `conv2d` then `max_pool2d`, whose rules are checked above.
+    #[test]
+    fn conv2d_max_pool_is_conv2d_then_max_pool2d(
+        n in 1usize..4, h in 3usize..10, w in 3usize..10, c in 1usize..4, f in 1usize..5,
+        k in 1usize..4, s in 1usize..3, padding in padding_strategy(),
+        p in 1usize..4, ps in 1usize..3, pool_same in any::<bool>(),
+        bias in any::<bool>(), relu in any::<bool>(), seed in any::<u64>()) {
+        let pool_padding = if pool_same { Padding::Same } else { Padding::Valid };
+        let probe = convnet_kernels::conv::ConvGeometry::new([n, h, w, c], [k, k, c, f], (s, s), padding);
+        prop_assume!(probe.is_ok());
+        let probe = probe.unwrap();
+        prop_assume!(pool_padding.resolve("t", (probe.oh, probe.ow), (p, p), (ps, ps)).is_ok());
+        let mut rng = Rng::new(seed);
+        let mut inputs = vec![normal(&[n, h, w, c], &mut rng), normal(&[k, k, c, f], &mut rng)];
+        if bias {
+            inputs.push(normal(&[f], &mut rng));
+        }
+        let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
+        let run = |fused: bool| -> std::result::Result<(Tensor, Vec<Tensor>), TestCaseError> {
+            let tape = Tape::new();
+            let v: Vec<Var> = inputs.iter().map(|t| tape.var(t.clone())).collect();
+            let y = if fused {
+                v[0].conv2d_max_pool(&v[1], v.get(2), ((s, s), padding), epilogue, ((p, p), (ps, ps), pool_padding))
+            } else {
+                v[0].conv2d(&v[1], v.get(2), (s, s), padding, epilogue)
+                    .and_then(|y| y.max_pool2d((p, p), (ps, ps), pool_padding))
+            }
+            .map_err(|e| TestCaseError::fail(format!("forward: {e}")))?;
+            let u = Tensor::rand_normal(y.shape(), 0.0, 1.0, &mut Rng::new(seed ^ 1));
+            let grads = tape.backward_with(&y, u).map_err(|e| TestCaseError::fail(format!("backward: {e}")))?;
+            let gs = v.iter().map(|v| grads.get(v).expect("a gradient").clone()).collect();
+            Ok((y.into_value(), gs))
+        };
+        let (yf, gf) = run(true)?;
+        let (yu, gu) = run(false)?;
+        assert_close("output", &yf, &yu)?;
+        for (i, (a, b)) in gf.iter().zip(&gu).enumerate() {
+            assert_close(&format!("gradient of input {i}"), a, b)?;
+        }
+    }
+}

@@ -12,6 +12,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_pool;
 pub mod dense;
 pub mod dropout;
 pub mod gemm;

@@ -5,6 +5,7 @@ mod activation;
 mod arith;
 mod batchnorm;
 mod conv2d;
+mod conv_pool;
 mod dense;
 mod dropout;
 mod loss;
