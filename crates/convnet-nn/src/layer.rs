@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use convnet_autograd::Var;
+use convnet_kernels::Padding;
 use convnet_tensor::{Rng, Tensor};
 
 use crate::{NnError, Result};
@@ -75,6 +76,9 @@ impl LayerCore {
     }
 }
 
+/// A max-pooling layer's `(pool_size, strides, padding)`.
+pub type MaxPoolWindow = ((usize, usize), (usize, usize), Padding);
+
 /// A layer: weights, a shape rule, and a forward pass over autograd values.
 ///
 /// Shapes exclude the batch axis: a Conv2D on 150x150 RGB images sees the
@@ -117,8 +121,8 @@ pub trait Layer {
     /// Fusion hook: this layer's forward pass followed by a per-channel
     /// `y * scale + shift` and, with `relu`, a ReLU, computed in one pass
     /// (a Conv2D without activation folds them into its kernel, bias and
-    /// epilogue when its weights are constants). `None` (the default) when
-    /// the layer cannot.
+    /// epilogue when its weights are constants), then, with `pool`, max
+    /// pooling. `None` (the default) when the layer cannot.
     fn forward_scaled(
         &self,
         _input: &Var,
@@ -126,6 +130,7 @@ pub trait Layer {
         _scale: &[f32],
         _shift: &[f32],
         _relu: bool,
+        _pool: Option<MaxPoolWindow>,
     ) -> Option<Result<Var>> {
         None
     }
@@ -133,6 +138,27 @@ pub trait Layer {
     /// Fusion hook: true for a layer that only applies a ReLU.
     fn is_relu(&self) -> bool {
         false
+    }
+
+    /// Fusion hook: a max-pooling layer returns its `(window, strides,
+    /// padding)`, so that the model can pool the output of the convolution
+    /// before it as that convolution computes it. `None` (the default)
+    /// otherwise.
+    fn max_pool_window(&self) -> Option<MaxPoolWindow> {
+        None
+    }
+
+    /// Fusion hook: this layer's forward pass followed by max pooling with
+    /// `window`, computed without keeping this layer's own output (a
+    /// Conv2D with a linear or ReLU activation). `None` (the default) when
+    /// the layer cannot.
+    fn forward_max_pooled(
+        &self,
+        _input: &Var,
+        _params: &[Var],
+        _window: MaxPoolWindow,
+    ) -> Option<Result<Var>> {
+        None
     }
 
     /// The layer's name.

@@ -47,7 +47,9 @@ pub use activations::Activation;
 pub use error::{NnError, Result};
 pub use graph::{set_random_seed, Apply, Input, SymbolicTensor};
 pub use history::{History, Logs};
-pub use layer::{batch_shape, clear_session, unique_name, ForwardCtx, Layer, LayerCore, Weight};
+pub use layer::{
+    batch_shape, clear_session, unique_name, ForwardCtx, Layer, LayerCore, MaxPoolWindow, Weight,
+};
 pub use losses::{Loss, Metric};
 pub use model::{LayerRef, Model, Sequential};
 pub use summary::thousands;

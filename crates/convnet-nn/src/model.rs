@@ -424,11 +424,13 @@ impl Model {
                 }
             }
             let layer = &g.layers[l];
-            // Conv2D -> BatchNormalization in inference mode (-> ReLU), all
-            // weights constant (a frozen base, or predict): one convolution
-            // with the normalisation folded into its kernel and bias and the
-            // ReLU in its epilogue. Nothing is recorded for backward that
-            // the three layers would not have recorded.
+            // Conv2D -> MaxPooling2D: one op that never keeps the
+            // convolution's output. Conv2D -> BatchNormalization in
+            // inference mode (-> ReLU), all weights constant (a frozen
+            // base, or predict): one convolution with the normalisation
+            // folded into its kernel and bias and the ReLU in its epilogue.
+            // Nothing is recorded for backward that the layers would not
+            // have recorded.
             if let [input] = inputs.as_slice() {
                 if let Some((y, last)) =
                     self.fused(&g, layer.as_ref(), l, n, input, params, training, &sole)?
@@ -477,7 +479,9 @@ impl Model {
     }
 
     /// The fused forward pass starting at conv node `n` (layer `l`), when
-    /// the pattern applies: `(output, the last node it stands for)`.
+    /// a pattern applies (Conv2D -> MaxPooling2D, or Conv2D ->
+    /// BatchNormalization (-> ReLU) with constant weights): `(output, the
+    /// last node it stands for)`.
     #[allow(clippy::too_many_arguments)]
     fn fused(
         &self,
@@ -496,38 +500,67 @@ impl Model {
         let Some((bn_node, bn)) = sole(n) else {
             return Ok(None);
         };
+        let named = |y: Result<Var>| {
+            y.map_err(|e| match e {
+                NnError::Tensor(t) => NnError::Data(format!(
+                    "layer \"{}\" ({}): {t}",
+                    conv.name(),
+                    conv.class_name()
+                )),
+                other => other,
+            })
+        };
+        // Conv2D (linear or ReLU) -> MaxPooling2D: the convolution's output
+        // is pooled chunk by chunk as it is computed, never kept in full.
+        if let Some(window) = g.layers[bn].max_pool_window() {
+            let section = if convnet_autograd::profile::enabled() {
+                format!("forward {}+{}", conv.name(), g.layers[bn].name())
+            } else {
+                String::new()
+            };
+            let y = convnet_autograd::profile::timed(&section, || {
+                conv.forward_max_pooled(input, &params.vars[l], window)
+            });
+            return match y {
+                None => Ok(None),
+                Some(y) => Ok(Some((named(y)?, bn_node))),
+            };
+        }
         let Some(affine) = g.layers[bn].inference_affine(&params.vars[bn], training) else {
             return Ok(None);
         };
         let (scale, shift) = affine?;
         let relu = sole(bn_node).filter(|&(_, a)| g.layers[a].is_relu());
         let last = relu.map_or(bn_node, |(a, _)| a);
+        // (-> MaxPooling2D): pooled as computed, too.
+        let pool = sole(last).and_then(|(p, pl)| Some((p, pl, g.layers[pl].max_pool_window()?)));
+        let last = pool.map_or(last, |(p, _, _)| p);
         let section = if convnet_autograd::profile::enabled() {
+            let name =
+                |x: Option<usize>| x.map_or(String::new(), |a| format!("+{}", g.layers[a].name()));
             format!(
-                "forward {}+{}{}",
+                "forward {}+{}{}{}",
                 conv.name(),
                 g.layers[bn].name(),
-                relu.map_or(String::new(), |(_, a)| format!("+{}", g.layers[a].name()))
+                name(relu.map(|(_, a)| a)),
+                name(pool.map(|(_, pl, _)| pl)),
             )
         } else {
             String::new()
         };
         let y = convnet_autograd::profile::timed(&section, || {
-            conv.forward_scaled(input, &params.vars[l], &scale, &shift, relu.is_some())
+            conv.forward_scaled(
+                input,
+                &params.vars[l],
+                &scale,
+                &shift,
+                relu.is_some(),
+                pool.map(|(_, _, w)| w),
+            )
         });
         match y {
             None => Ok(None),
-            Some(y) => Ok(Some((
-                y.map_err(|e| match e {
-                    NnError::Tensor(t) => NnError::Data(format!(
-                        "layer \"{}\" ({}): {t}",
-                        conv.name(),
-                        conv.class_name()
-                    )),
-                    other => other,
-                })?,
-                last,
-            ))),
+            Some(y) => Ok(Some((named(y)?, last))),
         }
     }
 

@@ -3,7 +3,7 @@ use convnet_autograd::Var;
 use convnet_kernels::Padding;
 use convnet_tensor::{Rng, Tensor};
 
-use crate::layer::{shape_error, single_input};
+use crate::layer::{shape_error, single_input, MaxPoolWindow};
 use crate::{Activation, ForwardCtx, Layer, LayerCore, Result, Weight};
 
 /// Keras's `Conv2D`: a 2-D convolution with `filters` kernels of
@@ -118,6 +118,7 @@ impl Layer for Conv2D {
         scale: &[f32],
         shift: &[f32],
         relu: bool,
+        pool: Option<MaxPoolWindow>,
     ) -> Option<Result<Var>> {
         let f = self.filters;
         if self.activation != Activation::Linear
@@ -147,15 +148,44 @@ impl Layer for Conv2D {
         };
         let folded = Tensor::from_vec(kernel.shape(), w)
             .and_then(|w| Ok((w, Tensor::from_vec(&[f], bias)?)));
+        let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
         Some(folded.map_err(Into::into).and_then(|(w, b)| {
-            Ok(input.conv2d(
-                &Var::constant(w),
-                Some(&Var::constant(b)),
-                self.strides,
-                self.padding,
-                if relu { Epilogue::Relu } else { Epilogue::None },
-            )?)
+            let (w, b) = (Var::constant(w), Var::constant(b));
+            Ok(match pool {
+                Some(window) => input.conv2d_max_pool(
+                    &w,
+                    Some(&b),
+                    (self.strides, self.padding),
+                    epilogue,
+                    window,
+                )?,
+                None => input.conv2d(&w, Some(&b), self.strides, self.padding, epilogue)?,
+            })
         }))
+    }
+
+    fn forward_max_pooled(
+        &self,
+        input: &Var,
+        params: &[Var],
+        window: MaxPoolWindow,
+    ) -> Option<Result<Var>> {
+        let epilogue = match self.activation {
+            Activation::Relu => Epilogue::Relu,
+            Activation::Linear => Epilogue::None,
+            _ => return None,
+        };
+        Some(
+            input
+                .conv2d_max_pool(
+                    &params[0],
+                    params.get(1),
+                    (self.strides, self.padding),
+                    epilogue,
+                    window,
+                )
+                .map_err(Into::into),
+        )
     }
 
     fn forward(&self, inputs: &[Var], params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {

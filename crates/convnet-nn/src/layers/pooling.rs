@@ -2,7 +2,7 @@ use convnet_autograd::Var;
 use convnet_kernels::Padding;
 use convnet_tensor::Rng;
 
-use crate::layer::{shape_error, single_input};
+use crate::layer::{shape_error, single_input, MaxPoolWindow};
 use crate::{ForwardCtx, Layer, LayerCore, Result};
 
 fn pooled_shape(
@@ -79,6 +79,10 @@ macro_rules! pooling_layer {
 
             fn forward(&self, inputs: &[Var], _params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {
                 Ok(inputs[0].$op(self.pool_size, self.strides, self.padding)?)
+            }
+
+            fn max_pool_window(&self) -> Option<MaxPoolWindow> {
+                ($class == "MaxPooling2D").then_some((self.pool_size, self.strides, self.padding))
             }
         }
     };
