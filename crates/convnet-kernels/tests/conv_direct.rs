@@ -1,10 +1,14 @@
 //! The direct kernels for few input channels (forward and filter gradient,
 //! the first layer of an image model) against textbook loops (f64), on
 //! shapes chosen to reach every part of them: filter counts around their
-//! register blocks (4 vectors of 8), windows inside the input and touching
-//! the padding on every side (gathered patches), strides, tiles cutting
-//! output rows anywhere (down to one pixel), batch 1, with the AVX2 build
-//! and the portable one. Tolerance as in `conv.rs`: `1e-5 * sum |terms| +
+//! register blocks (vectors of 16 and of 8, blocks of 32 filters), output
+//! rows around the pixel blocks (12 with AVX-512, 4 with AVX2: whole
+//! blocks and every remainder, at strides 1 and 2), windows inside the
+//! input and touching the padding on every side (gathered patches),
+//! strides, tiles cutting output rows anywhere (down to one pixel), batch
+//! 1, with the widest build the CPU runs and the portable one (the unit
+//! tests of `direct.rs` and `direct_filter.rs` check the AVX-512 and AVX2
+//! builds against each other). Tolerance as in `conv.rs`: `1e-5 * sum |terms| +
 //! 1e-6` per output.
 
 use convnet_kernels::conv::{
@@ -223,6 +227,25 @@ fn strides_and_other_kernel_sizes() {
     check(&g, 35);
     let g = geometry([3, 30, 3, 3], [3, 3, 32], (1, 1), Padding::Valid);
     check(&g, 36);
+}
+
+#[test]
+fn rows_around_the_pixel_blocks() {
+    // Output rows of 11 to 62 pixels: several whole blocks of 12 (and of
+    // 4) and each remainder, read in place at the constant steps of 3
+    // channels at strides 1 and 2, and with padding on both sides.
+    for (i, w) in [13, 14, 15, 26, 27, 38, 64].into_iter().enumerate() {
+        let g = geometry([1, 4, w, 3], [3, 3, 32], (1, 1), Padding::Valid);
+        check(&g, 60 + i as u64);
+    }
+    for (i, w) in [25, 27, 49, 52].into_iter().enumerate() {
+        let g = geometry([1, 5, w, 3], [3, 3, 32], (2, 2), Padding::Valid);
+        check(&g, 70 + i as u64);
+    }
+    let g = geometry([1, 4, 30, 3], [3, 3, 16], (1, 1), Padding::Same);
+    check(&g, 80);
+    let g = geometry([1, 5, 50, 3], [3, 3, 48], (2, 2), Padding::Same);
+    check(&g, 81);
 }
 
 #[test]
