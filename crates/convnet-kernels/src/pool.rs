@@ -353,24 +353,42 @@ pub fn max_pool2d_backward_uninit(
 }
 
 /// Average pooling; padded cells are excluded from the count (TensorFlow's rule).
+///
+/// Separable: per output row, the window's input rows are summed once into
+/// a row buffer, then each output sums its window's columns of that buffer
+/// and multiplies by the reciprocal of its count (`ph + pw` vector adds per
+/// output instead of `ph * pw`: 6 instead of 9 for InceptionV3's 3x3
+/// stride-1 pools).
 pub fn avg_pool2d_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()> {
     check_pool(g, "AveragePooling2D", "input", x.len(), "output", y.len())?;
     let c = g.c;
+    let row = g.w * c;
     per_image(g, x, y, |_, xi, out| {
-        for oy in 0..g.oh {
+        let mut sums = vec![0.0f32; row];
+        for (oy, orow) in out.chunks_exact_mut(g.ow * c).enumerate() {
             let (y0, y1) = window(oy, g.sh, g.pads.top, g.ph, g.h);
-            for ox in 0..g.ow {
+            if y1 == y0 {
+                orow.fill(0.0);
+                continue;
+            }
+            sums.copy_from_slice(&xi[y0 * row..(y0 + 1) * row]);
+            for iy in y0 + 1..y1 {
+                let src = &xi[iy * row..(iy + 1) * row];
+                sums.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
+            }
+            for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
                 let (x0, x1) = window(ox, g.sw, g.pads.left, g.pw, g.w);
-                let o = &mut out[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
-                o.fill(0.0);
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let src = &xi[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
-                        o.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
-                    }
+                if x1 == x0 {
+                    o.fill(0.0);
+                    continue;
                 }
-                let count = ((y1 - y0) * (x1 - x0)).max(1) as f32;
-                o.iter_mut().for_each(|a| *a /= count);
+                o.copy_from_slice(&sums[x0 * c..(x0 + 1) * c]);
+                for ix in x0 + 1..x1 {
+                    let src = &sums[ix * c..(ix + 1) * c];
+                    o.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
+                }
+                let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+                o.iter_mut().for_each(|a| *a *= inv);
             }
         }
     });

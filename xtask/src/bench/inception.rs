@@ -6,7 +6,9 @@
 //! `benches/keras/bench.py inception` times Keras.
 //!
 //! Prints `inception mixed7 forward: N images/s` and
-//! `inception transfer train: N images/s`.
+//! `inception transfer train: N images/s`, each followed by the median CPU
+//! time of all the process's threads per batch (Linux; steadier than wall
+//! time when other jobs share the cores). `--forward`: the forward pass only.
 
 use convnet_nn::layers::{Dense, Dropout, Flatten};
 use convnet_nn::optimizers::RMSprop;
@@ -48,11 +50,39 @@ fn models() -> Result<(Model, Model), String> {
     Ok((cut, model))
 }
 
-/// Run the benchmark (no options).
+/// CPU time of all the process's threads, in seconds (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+/// Median wall seconds (as [`median_secs`]) and median CPU seconds of all
+/// threads of `reps` runs of `f` after `warmup` runs.
+fn wall_and_cpu(warmup: usize, reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut cpu = Vec::new();
+    let wall = median_secs(warmup, reps, || {
+        let c = cpu_secs();
+        f();
+        cpu.push(cpu_secs() - c);
+    });
+    let mut cpu = cpu.split_off(warmup);
+    cpu.sort_by(f64::total_cmp);
+    (wall, cpu[cpu.len() / 2])
+}
+
+/// Run the benchmark (`--forward`: the forward pass only).
 pub fn run(opts: &[String]) -> Result<(), String> {
-    if let Some(o) = opts.first() {
-        return Err(format!("unknown option `{o}`"));
-    }
+    let forward_only = match opts.first().map(String::as_str) {
+        None => false,
+        Some("--forward") => true,
+        Some(o) => return Err(format!("unknown option `{o}`")),
+    };
     let (cut, mut model) = models()?;
     // Images rescaled by 1/255, as the mission feeds them.
     let x: Vec<f32> = fill(BATCH * SIDE * SIDE * 3, 21)
@@ -64,7 +94,7 @@ pub fn run(opts: &[String]) -> Result<(), String> {
     let y = Tensor::from_vec(&[BATCH, 1], y).map_err(|e| e.to_string())?;
 
     let mut failed = None;
-    let forward = median_secs(2, 5, || {
+    let (forward, cpu) = wall_and_cpu(2, 5, || {
         if let Err(e) = cut.predict(&x, BATCH) {
             failed = Some(e.to_string());
         }
@@ -73,10 +103,17 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!(
-        "inception mixed7 forward: {:.1} images/s",
-        BATCH as f64 / forward
+        "inception mixed7 forward: {:.1} images/s (CPU {:.1} ms per batch)",
+        BATCH as f64 / forward,
+        cpu * 1e3
     );
-    let train = median_secs(2, 5, || {
+    if forward_only {
+        if convnet_autograd::profile::enabled() {
+            eprint!("{}", convnet_autograd::profile::report());
+        }
+        return Ok(());
+    }
+    let (train, cpu) = wall_and_cpu(2, 5, || {
         if let Err(e) = model.train_on_batch(&x, &y) {
             failed = Some(e.to_string());
         }
@@ -85,8 +122,9 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!(
-        "inception transfer train: {:.1} images/s",
-        BATCH as f64 / train
+        "inception transfer train: {:.1} images/s (CPU {:.1} ms per batch)",
+        BATCH as f64 / train,
+        cpu * 1e3
     );
     if convnet_autograd::profile::enabled() {
         eprint!("{}", convnet_autograd::profile::report());

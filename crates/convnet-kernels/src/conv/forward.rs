@@ -23,6 +23,22 @@ pub(super) fn epilogue_tile(out: &mut [f32], f: usize, bias: Option<&[f32]>, epi
     }
 }
 
+/// Rows per tile: at most `requested` (at least 1), with the number of
+/// tiles rounded up to a multiple of the thread count and the rows shared
+/// evenly among them, so that no thread is left with one tile more than
+/// the others (19 tiles of 85 rows on 2 threads: 10 against 9; 20 tiles of
+/// 79 rows instead).
+pub(super) fn balanced_tile(rows: usize, requested: usize, threads: usize) -> usize {
+    let requested = requested.max(1);
+    let tiles = rows.div_ceil(requested);
+    if tiles <= 1 {
+        return requested;
+    }
+    let threads = threads.max(1);
+    let tiles = tiles.div_ceil(threads) * threads;
+    rows.div_ceil(tiles).max(1)
+}
+
 /// Forward convolution; lengths already checked.
 pub(super) fn run(
     g: &ConvGeometry,
@@ -45,7 +61,7 @@ pub(super) fn run(
         direct::forward(g, input, kernel, bias, epilogue, out, tuning);
         return;
     }
-    let tile = tuning.tile_rows.max(1);
+    let tile = balanced_tile(g.rows(), tuning.tile_rows, rayon::current_num_threads());
     let pointwise = g.is_pointwise();
     out.par_chunks_mut(tile * f).enumerate().for_each_init(
         Vec::new,
@@ -74,4 +90,38 @@ pub(super) fn run(
             epilogue_tile(out_tile, f, bias, epilogue);
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_tile;
+
+    #[test]
+    fn balanced_tiles_cover_the_rows_evenly() {
+        assert_eq!(balanced_tile(1568, 85, 2), 79);
+        assert_eq!(balanced_tile(1568, 85, 1), 83);
+        assert_eq!(balanced_tile(100, 200, 2), 200);
+        assert_eq!(balanced_tile(0, 0, 0), 1);
+        for rows in 1..300 {
+            for requested in 1..40 {
+                for threads in 1..5 {
+                    let t = balanced_tile(rows, requested, threads);
+                    let tiles = rows.div_ceil(t);
+                    assert!(
+                        t >= 1 && t <= requested,
+                        "{rows} {requested} {threads}: {t}"
+                    );
+                    if tiles > 1 {
+                        // Every thread gets the same number of tiles, or
+                        // one fewer for the last, shorter ones.
+                        assert!(tiles >= rows.div_ceil(requested), "{rows} {requested}");
+                        assert!(
+                            tiles * t - rows < t * threads,
+                            "{rows} {requested} {threads}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 use convnet_autograd::Var;
-use convnet_tensor::Rng;
+use convnet_tensor::{Rng, Tensor};
+use rayon::prelude::*;
 
 use crate::layer::shape_error;
 use crate::{ForwardCtx, Layer, LayerCore, Result};
@@ -96,8 +97,61 @@ impl Layer for Concatenate {
     fn forward(&self, inputs: &[Var], _params: &[Var], _ctx: &mut ForwardCtx<'_>) -> Result<Var> {
         let refs: Vec<&Var> = inputs.iter().collect();
         let axis = self.axis.unwrap_or(inputs[0].shape().len() - 2) + 1;
+        if axis + 1 == inputs[0].shape().len() && !inputs.iter().any(Var::requires_grad) {
+            if let Some(y) = concat_last_constant(inputs) {
+                return Ok(Var::constant(y?));
+            }
+        }
         Ok(Var::concat(&refs, axis)?)
     }
+}
+
+/// Rows of the output one rayon task copies at least (a row is one pixel's
+/// channels: a few KiB).
+const CONCAT_ROWS_PER_TASK: usize = 64;
+
+/// Concatenation along the last axis of inputs that need no gradient (a
+/// frozen base, `predict`): every thread copies whole output rows into a
+/// buffer that is written once (no zeroing pass). `None` when the inputs'
+/// other dimensions disagree (left to `Var::concat` to report).
+fn concat_last_constant(inputs: &[Var]) -> Option<Result<Tensor>> {
+    let first = inputs.first()?.shape();
+    let (_, lead) = first.split_last()?;
+    let mut widths = Vec::with_capacity(inputs.len());
+    for v in inputs {
+        let (&w, l) = v.shape().split_last()?;
+        if l != lead {
+            return None;
+        }
+        widths.push(w);
+    }
+    let outer: usize = lead.iter().product();
+    let total: usize = widths.iter().sum();
+    let parts: Vec<_> = inputs.iter().map(|v| v.value().values()).collect();
+    let mut data: Vec<f32> = Vec::with_capacity(outer * total);
+    if total > 0 {
+        data.spare_capacity_mut()[..outer * total]
+            .par_chunks_mut(total)
+            .with_min_len(CONCAT_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(o, row)| {
+                let mut at = 0;
+                for (vals, &w) in parts.iter().zip(&widths) {
+                    let src = &vals[o * w..(o + 1) * w];
+                    for (d, &s) in row[at..at + w].iter_mut().zip(src) {
+                        d.write(s);
+                    }
+                    at += w;
+                }
+            });
+    }
+    // SAFETY: the rows above cover all `outer * total` elements (each row
+    // is `total` long and its parts' widths sum to `total`), each written
+    // once.
+    unsafe { data.set_len(outer * total) };
+    let mut shape = lead.to_vec();
+    shape.push(total);
+    Some(Tensor::from_vec(&shape, data).map_err(Into::into))
 }
 
 /// Keras's `Add`: the elementwise sum of inputs of one shape.
@@ -162,5 +216,49 @@ impl Layer for Add {
             acc = acc.add(x)?;
         }
         Ok(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(shape: &[usize], seed: usize) -> Var {
+        let n: usize = shape.iter().product();
+        let v = (0..n).map(|i| ((i * 7 + seed * 13) % 23) as f32 - 11.0);
+        Var::constant(Tensor::from_vec(shape, v.collect()).expect("shape"))
+    }
+
+    #[test]
+    fn constant_concat_matches_tensor_concat() {
+        for (lead, widths) in [
+            (vec![2, 3, 5], vec![4, 1, 7]),
+            (vec![1, 1, 1], vec![3, 2]),
+            (vec![70, 3], vec![5, 0, 9]),
+            (vec![3], vec![2, 6]),
+        ] {
+            let vars: Vec<Var> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| {
+                    let mut s = lead.clone();
+                    s.push(w);
+                    var(&s, i)
+                })
+                .collect();
+            let got = concat_last_constant(&vars)
+                .expect("shapes agree")
+                .expect("concat");
+            let values: Vec<&Tensor> = vars.iter().map(Var::value).collect();
+            let want = Tensor::concat(&values, lead.len()).expect("concat");
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(got.values(), want.values(), "{lead:?} {widths:?}");
+        }
+    }
+
+    #[test]
+    fn constant_concat_leaves_disagreeing_shapes_to_var_concat() {
+        let vars = [var(&[2, 3, 4], 0), var(&[2, 4, 4], 1)];
+        assert!(concat_last_constant(&vars).is_none());
     }
 }
