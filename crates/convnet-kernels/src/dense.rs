@@ -17,6 +17,14 @@ use rayon::prelude::*;
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::{Result, TensorError};
 
+/// Whether [`dense_forward`] takes [`dense_forward_streamed`] for small
+/// batches. Off: at AVX2 width (the AVX-512 intrinsics need Rust 1.89, above
+/// the workspace's 1.85) the streamed kernel is compute-bound and measured
+/// no faster than the GEMM's AVX-512 kernels on the InceptionV3 head
+/// (32 x 37632 x 1024: 48-57 ms against 52-55 ms of single-thread CPU time,
+/// and 66-81 ms against 52-70 ms wall on two threads of a shared machine).
+const STREAM_FORWARD: bool = false;
+
 /// Batches up to this size use [`dense_forward_streamed`] (when the kernel
 /// is big enough for it to matter, see [`STREAM_MIN_KERNEL`]).
 pub const STREAM_MAX_BATCH: usize = 64;
@@ -140,10 +148,9 @@ mod avx2 {
 
 /// `y = x w (+ b)`, `y` `(m, n)` overwritten; one GEMM on rayon's current
 /// pool (split over the output, so results do not depend on the thread
-/// count), then the bias added row by row. Small batches (up to
-/// [`STREAM_MAX_BATCH`] rows) with a big kernel (at least
-/// [`STREAM_MIN_KERNEL`] elements, 32 columns or more) take
-/// [`dense_forward_streamed`] instead, which reads the kernel once.
+/// count), then the bias added row by row. (Small batches with a big
+/// kernel can take [`dense_forward_streamed`] instead, which reads the
+/// kernel once; switched off for now, see `STREAM_FORWARD` in the source.)
 ///
 /// # Errors
 /// A buffer whose length disagrees with `(m, k)`, `(k, n)`, `(n,)` or
@@ -164,7 +171,11 @@ pub fn dense_forward(
     if let Some(b) = bias {
         TensorError::check_len(op, "bias", &[n], b.len())?;
     }
-    if m <= STREAM_MAX_BATCH && n >= NR && k.saturating_mul(n) >= STREAM_MIN_KERNEL {
+    if STREAM_FORWARD
+        && m <= STREAM_MAX_BATCH
+        && n >= NR
+        && k.saturating_mul(n) >= STREAM_MIN_KERNEL
+    {
         return dense_forward_streamed(m, k, n, x, w, bias, y);
     }
     sgemm(

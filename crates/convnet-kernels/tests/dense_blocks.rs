@@ -3,9 +3,7 @@
 //! several blocks of the reduction, and independence from the thread count
 //! and from how the rows are cut into blocks.
 
-use convnet_kernels::dense::{
-    dense_backward, dense_forward, dense_forward_streamed, outer_product, outer_rows,
-};
+use convnet_kernels::dense::{dense_backward, dense_forward_streamed, outer_product, outer_rows};
 use convnet_kernels::gemm::{sgemm, Layout, Parallelism};
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -170,38 +168,6 @@ fn results_do_not_depend_on_thread_count() {
         assert!(one.0 == three.0, "({m},{k},{n}): y differs");
         assert!(one.1 == three.1, "({m},{k},{n}): dw differs");
     }
-}
-
-/// `dense_forward` takes the streamed path for a small batch and a big
-/// kernel (4 Mi elements) and still agrees with the GEMM.
-#[test]
-fn dispatch_to_streamed_forward_is_right() {
-    let (m, k, n) = (8, 4096, 1024);
-    let (x, w) = (values(m * k, 10), values(k * n, 11));
-    let mut y = vec![0.0; m * n];
-    dense_forward(m, k, n, &x, &w, None, &mut y).unwrap();
-    let mut s = vec![0.0; m * n];
-    dense_forward_streamed(m, k, n, &x, &w, None, &mut s).unwrap();
-    assert!(y == s, "the dispatch did not take the streamed path");
-    let mut g = vec![0.0f32; m * n];
-    sgemm(
-        m,
-        k,
-        n,
-        &x,
-        Layout::RowMajor,
-        &w,
-        Layout::RowMajor,
-        &mut g,
-        false,
-        Parallelism::Rayon,
-    );
-    let scale: Vec<f64> = {
-        let (_, scale) = naive(m, k, n, |i, p| x[i * k + p], |p, j| w[p * n + j]);
-        scale
-    };
-    let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
-    assert_close(&y, &g64, &scale, 2 * k, "y vs gemm");
 }
 
 #[test]
