@@ -28,12 +28,14 @@
 //! ```
 
 mod grad_mode;
+mod gradient;
 pub mod ops;
 pub mod profile;
 mod tape;
 mod var;
 
 pub use grad_mode::{is_grad_enabled, no_grad};
+pub use gradient::{Gradient, OuterProduct};
 pub use tape::{Backward, Gradients, Tape};
 pub use var::Var;
 

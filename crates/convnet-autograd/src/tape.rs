@@ -1,11 +1,11 @@
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use convnet_tensor::{Result, Tensor, TensorError};
 
-use crate::Var;
+use crate::{Gradient, Var};
 
 /// The backward rule of one op application. It holds whatever the forward
 /// pass saved for it.
@@ -25,6 +25,22 @@ pub trait Backward {
     /// output. The default borrows it.
     fn backward_owned(&self, grad_output: Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         self.backward(&grad_output, needs)
+    }
+
+    /// [`Backward::backward_owned`], with the input gradients in either
+    /// form of [`Gradient`]: a rule whose gradient has a cheaper factored
+    /// form (a `Dense` kernel's `x^T dy`) overrides this to hand it over
+    /// unevaluated. The default wraps the dense gradients.
+    fn backward_gradients(
+        &self,
+        grad_output: Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Gradient>>> {
+        Ok(self
+            .backward_owned(grad_output, needs)?
+            .into_iter()
+            .map(|g| g.map(Gradient::dense))
+            .collect())
     }
 }
 
@@ -120,6 +136,12 @@ impl Tape {
     /// Gradients of the scalar `loss` with respect to every variable on this
     /// tape that it depends on. A non-scalar `loss` is differentiated as the
     /// sum of its elements (its seed gradient is all ones).
+    ///
+    /// A variable's gradient may stay factored (see [`Gradient`]) when it
+    /// comes from one op that hands it over so and nothing else: a
+    /// gradient summed from several uses, or flowing on into another op,
+    /// is materialized. [`Gradients::get`] and [`Gradients::take`] give
+    /// tensors either way; [`Gradients::take_gradient`] gives the form.
     pub fn backward(&self, loss: &Var) -> Result<Gradients> {
         self.backward_with(loss, Tensor::ones(loss.shape()))
     }
@@ -147,8 +169,8 @@ impl Tape {
         // Take the nodes out so backward rules may run while the tape is
         // borrowed by nobody; the tape is spent afterwards.
         let mut nodes = std::mem::take(&mut self.inner.borrow_mut().nodes);
-        let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
-        grads[root] = Some(grad);
+        let mut grads: Vec<Option<Gradient>> = vec![None; nodes.len()];
+        grads[root] = Some(Gradient::dense(grad));
         // Which nodes lead to the root at all.
         let mut live = vec![false; nodes.len()];
         live[root] = true;
@@ -167,16 +189,25 @@ impl Tape {
             let node = &nodes[id];
             let Some(g) = grads[id].take() else { continue };
             let Some(rule) = rule else {
-                leaves.insert(id, g);
+                leaves.insert(
+                    id,
+                    Entry {
+                        grad: g,
+                        dense: OnceCell::new(),
+                    },
+                );
                 continue;
             };
+            // An op's backward rule takes its output gradient dense.
+            let g = g.into_tensor()?;
             let needs: Vec<bool> = node.inputs.iter().map(|&i| live[i]).collect();
             let section = if crate::profile::enabled() {
                 format!("backward {} {:?}", rule.name(), node.shape)
             } else {
                 String::new()
             };
-            let input_grads = crate::profile::timed(&section, || rule.backward_owned(g, &needs))?;
+            let input_grads =
+                crate::profile::timed(&section, || rule.backward_gradients(g, &needs))?;
             if input_grads.len() != node.inputs.len() {
                 return Err(TensorError::invalid(
                     rule.name(),
@@ -198,7 +229,7 @@ impl Tape {
                     ));
                 }
                 match &mut grads[input] {
-                    Some(acc) => acc.add_assign(&ig)?,
+                    Some(acc) => acc.add_assign(ig)?,
                     slot @ None => *slot = Some(ig),
                 }
             }
@@ -213,13 +244,34 @@ impl Tape {
 /// Gradients of a loss with respect to the variables of one tape.
 pub struct Gradients {
     tape: u64,
-    grads: HashMap<usize, Tensor>,
+    grads: HashMap<usize, Entry>,
+}
+
+/// One variable's gradient, and its dense form once asked for.
+struct Entry {
+    grad: Gradient,
+    dense: OnceCell<Tensor>,
+}
+
+impl Entry {
+    fn tensor(&self) -> &Tensor {
+        if let Some(t) = self.grad.as_dense() {
+            return t;
+        }
+        self.dense.get_or_init(|| materialize(&self.grad))
+    }
+}
+
+/// The dense form of a gradient built by the tape. Its factors were checked
+/// when it was made (matrices with the same number of rows, contiguous),
+/// which is all the computation can fail on.
+fn materialize(grad: &Gradient) -> Tensor {
+    grad.to_tensor()
+        .expect("a factored gradient's factors are checked when it is made")
 }
 
 impl Gradients {
-    /// The gradient of `var`, or `None` if the loss does not depend on it
-    /// (or it belongs to another tape).
-    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+    fn entry(&self, var: &Var) -> Option<&Entry> {
         let (tape, id) = var.node()?;
         if tape.id() != self.tape {
             return None;
@@ -227,8 +279,37 @@ impl Gradients {
         self.grads.get(&id)
     }
 
-    /// Take the gradient of `var` out.
+    /// The gradient of `var` as a tensor (a factored one is computed the
+    /// first time), or `None` if the loss does not depend on it (or it
+    /// belongs to another tape).
+    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+        self.entry(var).map(Entry::tensor)
+    }
+
+    /// The gradient of `var` in the form the tape produced it.
+    pub fn gradient(&self, var: &Var) -> Option<&Gradient> {
+        self.entry(var).map(|e| &e.grad)
+    }
+
+    /// Take the gradient of `var` out, as a tensor.
     pub fn take(&mut self, var: &Var) -> Option<Tensor> {
+        let entry = self.take_entry(var)?;
+        Some(match entry.dense.into_inner() {
+            Some(t) => t,
+            None => match entry.grad.as_dense() {
+                Some(t) => t.clone(),
+                None => materialize(&entry.grad),
+            },
+        })
+    }
+
+    /// Take the gradient of `var` out in the form the tape produced it
+    /// (possibly factored: see [`Gradient`]).
+    pub fn take_gradient(&mut self, var: &Var) -> Option<Gradient> {
+        self.take_entry(var).map(|e| e.grad)
+    }
+
+    fn take_entry(&mut self, var: &Var) -> Option<Entry> {
         let (tape, id) = var.node()?;
         if tape.id() != self.tape {
             return None;

@@ -2,6 +2,7 @@ use convnet_tensor::{Result, Tensor, TensorError};
 
 use crate::grad_mode::is_grad_enabled;
 use crate::tape::{Backward, Tape};
+use crate::Gradient;
 
 /// A value in a computation: a tensor, and, when it depends on a variable of
 /// a [`Tape`], the node that produced it.
@@ -144,6 +145,17 @@ impl<B: Backward> Backward for SkipConstants<B> {
             .backward_owned(grad_output, &self.full_needs(needs))?;
         Ok(self.recorded_only(grads))
     }
+
+    fn backward_gradients(
+        &self,
+        grad_output: Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Gradient>>> {
+        let grads = self
+            .inner
+            .backward_gradients(grad_output, &self.full_needs(needs))?;
+        Ok(self.recorded_only(grads))
+    }
 }
 
 impl<B> SkipConstants<B> {
@@ -163,7 +175,7 @@ impl<B> SkipConstants<B> {
     }
 
     /// The gradients of the recorded inputs only.
-    fn recorded_only(&self, grads: Vec<Option<Tensor>>) -> Vec<Option<Tensor>> {
+    fn recorded_only<G>(&self, grads: Vec<Option<G>>) -> Vec<Option<G>> {
         grads
             .into_iter()
             .enumerate()

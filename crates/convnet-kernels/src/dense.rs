@@ -1,11 +1,156 @@
 //! Fully connected layer: `y = x w + b`, `x` `(m, k)`, `w` `(k, n)`.
+//!
+//! Besides the GEMM path, two kernels for the small batches of training,
+//! where the kernel `w` is the big operand and memory bandwidth, not
+//! arithmetic, sets the time:
+//!
+//! - [`dense_forward_streamed`]: `x w` reading `w` once, in memory order,
+//!   without packing it (the GEMM copies a large `B` into panels first: one
+//!   more read and a write of it);
+//! - [`outer_rows`] / [`outer_product`]: the kernel gradient `x^T dy` a
+//!   block of rows at a time, so that an optimizer can apply it while the
+//!   block is in cache instead of writing the whole gradient out and
+//!   reading it back.
+
+use rayon::prelude::*;
 
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::{Result, TensorError};
 
+/// Whether [`dense_forward`] takes [`dense_forward_streamed`] for small
+/// batches. Off: at AVX2 width (the AVX-512 intrinsics need Rust 1.89, above
+/// the workspace's 1.85) the streamed kernel is compute-bound and measured
+/// no faster than the GEMM's AVX-512 kernels on the InceptionV3 head
+/// (32 x 37632 x 1024: 48-57 ms against 52-55 ms of single-thread CPU time,
+/// and 66-81 ms against 52-70 ms wall on two threads of a shared machine).
+const STREAM_FORWARD: bool = false;
+
+/// Batches up to this size use [`dense_forward_streamed`] (when the kernel
+/// is big enough for it to matter, see [`STREAM_MIN_KERNEL`]).
+pub const STREAM_MAX_BATCH: usize = 64;
+
+/// Kernels of at least this many elements (4 MiB) take the streamed path
+/// for small batches: below it the kernel stays in cache and the GEMM's
+/// packing costs little.
+pub const STREAM_MIN_KERNEL: usize = 1 << 20;
+
+/// Columns of a register tile: two 16-float vectors.
+const NR: usize = 32;
+/// Rows of a register tile.
+const MR: usize = 4;
+/// Kernel rows per task of the streamed forward. Fixed (never derived from
+/// the thread count): the partial sums of the tasks are added in task
+/// order, so results do not depend on the number of threads.
+const STREAM_ROWS: usize = 512;
+/// Kernel rows between two visits of a task's partial output (which stays
+/// in L2): the register tile runs over this many rows at a time.
+const STREAM_STEP: usize = 64;
+/// Tasks the streamed forward aims for, splitting the columns when the rows
+/// alone give fewer.
+const STREAM_TASKS: usize = 8;
+/// Elements of one block of [`outer_product`] (rows of the gradient
+/// computed together by one task).
+const OUTER_BLOCK: usize = 1 << 16;
+
+/// `acc[r][j] += sum_t a[r * a_rs + t * a_ts] * b[t * b_ts + j]` over
+/// `steps` values of `t`, one fused multiply-add per term in order of `t`.
+/// Every element's arithmetic is the same whatever its place in a tile,
+/// which the scalar loops for the leftover columns reproduce (a fused
+/// multiply-add rounds once, in a vector lane as in `f32::mul_add`).
+#[inline(always)]
+fn micro<const R: usize>(
+    steps: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_ts: usize,
+    b: &[f32],
+    b_ts: usize,
+    acc: &mut [[f32; NR]; R],
+) {
+    if steps == 0 || R == 0 {
+        return;
+    }
+    // The largest indices read; every other one is smaller (both grow with
+    // `r`, `t` and `j`). Checked once here instead of in the loop.
+    assert!(
+        (R - 1) * a_rs + (steps - 1) * a_ts < a.len() && (steps - 1) * b_ts + NR <= b.len(),
+        "dense micro-kernel: operands too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (just checked); the operands
+        // hold every index read (asserted above).
+        unsafe { avx2::micro::<R>(steps, a.as_ptr(), a_rs, a_ts, b.as_ptr(), b_ts, acc) };
+        return;
+    }
+    for t in 0..steps {
+        let brow = &b[t * b_ts..][..NR];
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let av = a[r * a_rs + t * a_ts];
+            for (c, &bv) in acc_r.iter_mut().zip(brow) {
+                *c = av.mul_add(bv, *c);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::NR;
+
+    /// Vectors of eight per tile row.
+    const V: usize = NR / 8;
+
+    /// [`super::micro`] on AVX2 + FMA, the accumulators in registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `a + r * a_rs + t * a_ts` and
+    /// `b + t * b_ts + j` must be readable for `r < R`, `t < steps`,
+    /// `j < NR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn micro<const R: usize>(
+        steps: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_ts: usize,
+        b: *const f32,
+        b_ts: usize,
+        acc: &mut [[f32; NR]; R],
+    ) {
+        let mut regs = [[_mm256_setzero_ps(); V]; R];
+        for (reg, row) in regs.iter_mut().zip(acc.iter()) {
+            for (v, reg) in reg.iter_mut().enumerate() {
+                *reg = _mm256_loadu_ps(row.as_ptr().add(8 * v));
+            }
+        }
+        for t in 0..steps {
+            let brow = b.add(t * b_ts);
+            let mut bv = [_mm256_setzero_ps(); V];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm256_loadu_ps(brow.add(8 * v));
+            }
+            for (r, reg) in regs.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(r * a_rs + t * a_ts));
+                for (reg, &bv) in reg.iter_mut().zip(&bv) {
+                    *reg = _mm256_fmadd_ps(av, bv, *reg);
+                }
+            }
+        }
+        for (reg, row) in regs.iter().zip(acc.iter_mut()) {
+            for (v, &reg) in reg.iter().enumerate() {
+                _mm256_storeu_ps(row.as_mut_ptr().add(8 * v), reg);
+            }
+        }
+    }
+}
+
 /// `y = x w (+ b)`, `y` `(m, n)` overwritten; one GEMM on rayon's current
 /// pool (split over the output, so results do not depend on the thread
-/// count), then the bias added row by row.
+/// count), then the bias added row by row. (Small batches with a big
+/// kernel can take [`dense_forward_streamed`] instead, which reads the
+/// kernel once; switched off for now, see `STREAM_FORWARD` in the source.)
 ///
 /// # Errors
 /// A buffer whose length disagrees with `(m, k)`, `(k, n)`, `(n,)` or
@@ -25,6 +170,13 @@ pub fn dense_forward(
     TensorError::check_len(op, "output", &[m, n], y.len())?;
     if let Some(b) = bias {
         TensorError::check_len(op, "bias", &[n], b.len())?;
+    }
+    if STREAM_FORWARD
+        && m <= STREAM_MAX_BATCH
+        && n >= NR
+        && k.saturating_mul(n) >= STREAM_MIN_KERNEL
+    {
+        return dense_forward_streamed(m, k, n, x, w, bias, y);
     }
     sgemm(
         m,
@@ -119,4 +271,255 @@ pub fn dense_backward(
         db.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
     }
     Ok(())
+}
+
+/// [`dense_forward`] for small batches: reads `w` once, in memory order,
+/// and never copies it. `y` `(m, n)` is overwritten.
+///
+/// The rows of `w` are cut into fixed blocks of 512, one task each (the
+/// columns are split too when that gives fewer than 8 tasks); each task
+/// accumulates its block's partial product in order of the rows, and the
+/// partial products are then added in block order, then the bias. So the
+/// result does not depend on the thread count; it differs from the GEMM's
+/// by rounding only (a different summation order).
+///
+/// # Errors
+/// As [`dense_forward`].
+pub fn dense_forward_streamed(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    let op = "Dense";
+    TensorError::check_len(op, "input", &[m, k], x.len())?;
+    TensorError::check_len(op, "kernel", &[k, n], w.len())?;
+    TensorError::check_len(op, "output", &[m, n], y.len())?;
+    if let Some(b) = bias {
+        TensorError::check_len(op, "bias", &[n], b.len())?;
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let blocks = k.div_ceil(STREAM_ROWS).max(1);
+    // Column groups: whole tiles of NR, enough of them for STREAM_TASKS.
+    let want_groups = STREAM_TASKS.div_ceil(blocks);
+    let width = n
+        .div_ceil(want_groups)
+        .div_ceil(NR)
+        .saturating_mul(NR)
+        .clamp(NR.min(n), n);
+    let groups = n.div_ceil(width);
+    let partials: Vec<Vec<f32>> = (0..blocks * groups)
+        .into_par_iter()
+        .map(|task| {
+            let (block, group) = (task / groups, task % groups);
+            let rows = block * STREAM_ROWS..((block + 1) * STREAM_ROWS).min(k);
+            let c0 = group * width;
+            let cw = width.min(n - c0);
+            let mut part = vec![0.0f32; m * cw];
+            forward_block(m, k, n, x, w, rows, c0, cw, &mut part);
+            part
+        })
+        .collect();
+    y.par_chunks_mut(n).enumerate().for_each(|(r, y_row)| {
+        for group in 0..groups {
+            let c0 = group * width;
+            let cw = width.min(n - c0);
+            let y_part = &mut y_row[c0..c0 + cw];
+            y_part.copy_from_slice(&partials[group][r * cw..(r + 1) * cw]);
+            for block in 1..blocks {
+                let p = &partials[block * groups + group][r * cw..(r + 1) * cw];
+                y_part.iter_mut().zip(p).for_each(|(v, &p)| *v += p);
+            }
+        }
+        if let Some(b) = bias {
+            y_row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+        }
+    });
+    Ok(())
+}
+
+/// `part` `(m, cw)` `+=` `x[:, rows] w[rows, c0..c0 + cw]`.
+#[allow(clippy::too_many_arguments)]
+fn forward_block(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    rows: std::ops::Range<usize>,
+    c0: usize,
+    cw: usize,
+    part: &mut [f32],
+) {
+    let full = cw / NR * NR;
+    let mut p0 = rows.start;
+    while p0 < rows.end {
+        let steps = STREAM_STEP.min(rows.end - p0);
+        for c in (0..full).step_by(NR) {
+            let b = &w[p0 * n + c0 + c..];
+            let mut r0 = 0;
+            while r0 < m {
+                let a = &x[r0 * k + p0..];
+                match m - r0 {
+                    1 => forward_tile::<1>(steps, a, k, b, n, part, r0, cw, c),
+                    2 => forward_tile::<2>(steps, a, k, b, n, part, r0, cw, c),
+                    3 => forward_tile::<3>(steps, a, k, b, n, part, r0, cw, c),
+                    _ => forward_tile::<MR>(steps, a, k, b, n, part, r0, cw, c),
+                }
+                r0 += MR;
+            }
+        }
+        for c in full..cw {
+            for r in 0..m {
+                let mut s = part[r * cw + c];
+                for t in 0..steps {
+                    s = x[r * k + p0 + t].mul_add(w[(p0 + t) * n + c0 + c], s);
+                }
+                part[r * cw + c] = s;
+            }
+        }
+        p0 += steps;
+    }
+}
+
+/// One register tile of [`forward_block`]: rows `r0..r0 + R`, columns
+/// `c..c + NR` of `part` (row length `cw`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_tile<const R: usize>(
+    steps: usize,
+    a: &[f32],
+    k: usize,
+    b: &[f32],
+    n: usize,
+    part: &mut [f32],
+    r0: usize,
+    cw: usize,
+    c: usize,
+) {
+    let mut acc = [[0.0f32; NR]; R];
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        acc_r.copy_from_slice(&part[(r0 + r) * cw + c..][..NR]);
+    }
+    micro::<R>(steps, a, k, 1, b, n, &mut acc);
+    for (r, acc_r) in acc.iter().enumerate() {
+        part[(r0 + r) * cw + c..][..NR].copy_from_slice(acc_r);
+    }
+}
+
+/// Rows `k0..k0 + out.len() / n` of the kernel gradient `x^T dy` (`x`
+/// `(m, k)`, `dy` `(m, n)`) into `out`, overwritten.
+///
+/// Each element is `sum_t x[t, i] dy[t, j]` accumulated from zero in order
+/// of `t` with fused multiply-adds: the same bits whatever block of rows it
+/// is computed in, so an optimizer applying the gradient block by block
+/// sees exactly the values [`outer_product`] writes.
+///
+/// # Errors
+/// A buffer of the wrong length, or rows past `k`.
+pub fn outer_rows(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    dy: &[f32],
+    k0: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let op = "Dense kernel gradient";
+    TensorError::check_len(op, "input", &[m, k], x.len())?;
+    TensorError::check_len(op, "output gradient", &[m, n], dy.len())?;
+    if n == 0 {
+        return Ok(());
+    }
+    let rows = out.len() / n;
+    if out.len() % n != 0 || k0 + rows > k {
+        return Err(TensorError::invalid(
+            op,
+            format!(
+                "a block of {} values at row {k0} is not whole rows of {n} inside {k} rows",
+                out.len()
+            ),
+        ));
+    }
+    let full = n / NR * NR;
+    for c in (0..full).step_by(NR) {
+        let b = &dy[c..];
+        let mut i = 0;
+        while i < rows {
+            let a = &x[k0 + i..];
+            match rows - i {
+                1 => outer_tile::<1>(m, a, k, b, n, out, i, c),
+                2 => outer_tile::<2>(m, a, k, b, n, out, i, c),
+                3 => outer_tile::<3>(m, a, k, b, n, out, i, c),
+                _ => outer_tile::<MR>(m, a, k, b, n, out, i, c),
+            }
+            i += MR;
+        }
+    }
+    for i in 0..rows {
+        for j in full..n {
+            let mut s = 0.0f32;
+            for t in 0..m {
+                s = x[t * k + k0 + i].mul_add(dy[t * n + j], s);
+            }
+            out[i * n + j] = s;
+        }
+    }
+    Ok(())
+}
+
+/// One register tile of [`outer_rows`]: rows `i..i + R`, columns
+/// `c..c + NR` of `out` (row length `n`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn outer_tile<const R: usize>(
+    m: usize,
+    a: &[f32],
+    k: usize,
+    b: &[f32],
+    n: usize,
+    out: &mut [f32],
+    i: usize,
+    c: usize,
+) {
+    let mut acc = [[0.0f32; NR]; R];
+    micro::<R>(m, a, 1, k, b, n, &mut acc);
+    for (r, acc_r) in acc.iter().enumerate() {
+        out[(i + r) * n + c..][..NR].copy_from_slice(acc_r);
+    }
+}
+
+/// The kernel gradient `dw = x^T dy` `(k, n)`, overwritten: [`outer_rows`]
+/// over blocks of rows in parallel (same bits whatever the thread count or
+/// the blocks).
+///
+/// # Errors
+/// A buffer of the wrong length.
+pub fn outer_product(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<()> {
+    TensorError::check_len(
+        "Dense kernel gradient",
+        "kernel gradient",
+        &[k, n],
+        dw.len(),
+    )?;
+    if n == 0 {
+        return Ok(());
+    }
+    let rows = (OUTER_BLOCK / n).max(1);
+    dw.par_chunks_mut(rows * n)
+        .enumerate()
+        .try_for_each(|(b, out)| outer_rows(m, k, n, x, dy, b * rows, out))
 }

@@ -213,15 +213,17 @@ impl Model {
             running.correct += m.correct(loss_kind, pred.value(), &y)?;
             running.counted += m.count(loss_kind, pred.value());
         }
-        let grads = tape.backward(&loss)?;
+        let mut grads = tape.backward(&loss)?;
         let optimizer_start = std::time::Instant::now();
-        // Collect the gradients, then drop every other handle on the weights
-        // so the optimizer updates them in place without a copy.
+        // Collect the gradients (as the tape made them: a Dense kernel's may
+        // be factored, for the optimizer to apply block by block), then
+        // drop every other handle on the weights so the optimizer updates
+        // them in place without a copy.
         let mut collected = Vec::new();
         for (l, vars) in params.vars.iter().enumerate() {
             for (w, v) in vars.iter().enumerate() {
-                if let Some(g) = grads.get(v) {
-                    collected.push((l, w, g.clone()));
+                if let Some(g) = grads.take_gradient(v) {
+                    collected.push((l, w, g));
                 }
             }
         }
@@ -232,9 +234,11 @@ impl Model {
             for (l, w, grad) in collected {
                 let layer = &mut g.layers[l];
                 let key = format!("{}/{}", layer.name(), layer.core().weights[w].name);
-                compiled
-                    .optimizer
-                    .update(&key, &mut layer.core_mut().weights[w].value, &grad)?;
+                compiled.optimizer.update_gradient(
+                    &key,
+                    &mut layer.core_mut().weights[w].value,
+                    &grad,
+                )?;
             }
             compiled.optimizer.finish_step();
         }

@@ -1,11 +1,25 @@
 //! Fully connected layer (Keras's `Dense` without its activation):
 //! `y = x w + b`; backward `dx = dy w^T`, `dw = x^T dy`, `db = sum(dy)`.
+//!
+//! On small batches the kernel gradient `dw` is handed over unevaluated, as
+//! the [`OuterProduct`] of `x` and `dy` (see [`Gradient`]): an optimizer
+//! applies it block by block without writing it out.
 
 use convnet_kernels::dense::{dense_backward, dense_forward};
 use convnet_tensor::{Result, Tensor, TensorError};
 
 use super::fill;
-use crate::{Backward, Var};
+use crate::{Backward, Gradient, OuterProduct, Var};
+
+/// Batches up to this size hand the kernel gradient over factored: the
+/// factors are small next to the kernel, and computing it block by block
+/// (a reduction over the batch) is as fast as the GEMM.
+const FACTORED_MAX_BATCH: usize = 128;
+
+/// Layers with fewer units compute the kernel gradient with the GEMM: the
+/// block kernel works in tiles of 32 columns, and narrower rows take its
+/// scalar loop.
+const FACTORED_MIN_UNITS: usize = 32;
 
 struct DenseBackward {
     m: usize,
@@ -46,6 +60,26 @@ impl Backward for DenseBackward {
             out.push(db.map(|v| Tensor::from_vec(&[n], v)).transpose()?);
         }
         Ok(out)
+    }
+
+    fn backward_gradients(&self, dy: Tensor, needs: &[bool]) -> Result<Vec<Option<Gradient>>> {
+        let factored = needs.get(1).copied().unwrap_or(false)
+            && self.m <= FACTORED_MAX_BATCH
+            && self.n >= FACTORED_MIN_UNITS;
+        if !factored {
+            let grads = self.backward(&dy, needs)?;
+            return Ok(grads.into_iter().map(|g| g.map(Gradient::dense)).collect());
+        }
+        // dx and db as usual, dw left as x^T dy.
+        let mut others = needs.to_vec();
+        others[1] = false;
+        let mut grads: Vec<Option<Gradient>> = self
+            .backward(&dy, &others)?
+            .into_iter()
+            .map(|g| g.map(Gradient::dense))
+            .collect();
+        grads[1] = Some(OuterProduct::new(self.x.clone(), dy)?.into());
+        Ok(grads)
     }
 }
 

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
+use convnet_autograd::Gradient;
 use convnet_tensor::Tensor;
 
 use super::{check_grad, check_lr, Optimizer, Slots, CHUNK};
@@ -56,6 +57,10 @@ impl Optimizer for Adam {
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
+        self.update_gradient(key, param, &Gradient::dense(grad.clone()))
+    }
+
+    fn update_gradient(&mut self, key: &str, param: &mut Tensor, grad: &Gradient) -> Result<()> {
         check_lr("Adam", self.learning_rate)?;
         check_grad(key, param, grad)?;
         let t = (self.iterations + 1) as i32;
@@ -64,21 +69,23 @@ impl Optimizer for Adam {
         let slots = self.slots.get_or_init(key, param.shape(), 2);
         let (m_slot, v_slot) = slots.split_at_mut(1);
         let (m, v) = (m_slot[0].as_slice_mut(), v_slot[0].as_slice_mut());
-        let g = grad.values();
+        let len = grad.chunk_len(CHUNK);
         // Element-wise, so chunks in parallel give the same bits as a loop.
         param
             .as_slice_mut()
-            .par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((w, g), m), v)| {
-                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                    *m += (g - *m) * (1.0 - b1);
-                    *v += (g * g - *v) * (1.0 - b2);
-                    *w -= alpha * *m / (v.sqrt() + eps);
-                }
-            });
+            .par_chunks_mut(len)
+            .zip(m.par_chunks_mut(len))
+            .zip(v.par_chunks_mut(len))
+            .enumerate()
+            .try_for_each(|(i, ((w, m), v))| {
+                grad.with_chunk(i, len, |g| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+                        *m += (g - *m) * (1.0 - b1);
+                        *v += (g * g - *v) * (1.0 - b2);
+                        *w -= alpha * *m / (v.sqrt() + eps);
+                    }
+                })
+            })?;
         Ok(())
     }
 

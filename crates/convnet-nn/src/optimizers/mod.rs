@@ -32,6 +32,7 @@ pub use sgd::SGD;
 
 use std::collections::BTreeMap;
 
+use convnet_autograd::Gradient;
 use convnet_tensor::Tensor;
 
 use crate::{NnError, Result};
@@ -60,6 +61,19 @@ pub trait Optimizer {
     /// `iterations() + 1`. Call [`Optimizer::finish_step`] after all weights.
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()>;
 
+    /// [`Optimizer::update`] with a gradient in either of the forms the
+    /// tape hands over. The default materializes a factored gradient and
+    /// calls [`Optimizer::update`]; the element-wise optimizers here
+    /// override it to compute a factored gradient block by block
+    /// ([`Gradient::with_chunk`]) and apply each block while it is in
+    /// cache, with the same bits as updating from the materialized tensor.
+    fn update_gradient(&mut self, key: &str, param: &mut Tensor, grad: &Gradient) -> Result<()> {
+        match grad.as_dense() {
+            Some(g) => self.update(key, param, g),
+            None => self.update(key, param, &grad.to_tensor()?),
+        }
+    }
+
     /// Count one step done.
     fn finish_step(&mut self);
 
@@ -81,7 +95,7 @@ pub(crate) fn check_lr(op: &str, lr: f32) -> Result<()> {
     }
 }
 
-pub(crate) fn check_grad(key: &str, param: &Tensor, grad: &Tensor) -> Result<()> {
+pub(crate) fn check_grad(key: &str, param: &Tensor, grad: &Gradient) -> Result<()> {
     if param.shape() == grad.shape() {
         Ok(())
     } else {

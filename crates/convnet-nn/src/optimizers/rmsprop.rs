@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
+use convnet_autograd::Gradient;
 use convnet_tensor::Tensor;
 
 use super::{check_grad, check_lr, Optimizer, Slots, CHUNK};
@@ -52,23 +53,29 @@ impl Optimizer for RMSprop {
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
+        self.update_gradient(key, param, &Gradient::dense(grad.clone()))
+    }
+
+    fn update_gradient(&mut self, key: &str, param: &mut Tensor, grad: &Gradient) -> Result<()> {
         check_lr("RMSprop", self.learning_rate)?;
         check_grad(key, param, grad)?;
         let (lr, rho, eps) = (self.learning_rate, self.rho, self.epsilon);
         let v = self.slots.get_or_init(key, param.shape(), 1)[0].as_slice_mut();
-        let g = grad.values();
+        let len = grad.chunk_len(CHUNK);
         // Element-wise, so chunks in parallel give the same bits as a loop.
         param
             .as_slice_mut()
-            .par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|((w, g), v)| {
-                for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
-                    *v = rho * *v + (1.0 - rho) * g * g;
-                    *w -= lr * g / (*v + eps).sqrt();
-                }
-            });
+            .par_chunks_mut(len)
+            .zip(v.par_chunks_mut(len))
+            .enumerate()
+            .try_for_each(|(i, (w, v))| {
+                grad.with_chunk(i, len, |g| {
+                    for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                        *v = rho * *v + (1.0 - rho) * g * g;
+                        *w -= lr * g / (*v + eps).sqrt();
+                    }
+                })
+            })?;
         Ok(())
     }
 

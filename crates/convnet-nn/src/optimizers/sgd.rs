@@ -1,8 +1,11 @@
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
+use convnet_autograd::Gradient;
 use convnet_tensor::Tensor;
 
-use super::{check_grad, check_lr, Optimizer, Slots};
+use super::{check_grad, check_lr, Optimizer, Slots, CHUNK};
 use crate::Result;
 
 /// Keras's `SGD` (defaults: learning rate 0.01, no momentum), with Keras
@@ -52,30 +55,47 @@ impl Optimizer for SGD {
     }
 
     fn update(&mut self, key: &str, param: &mut Tensor, grad: &Tensor) -> Result<()> {
+        self.update_gradient(key, param, &Gradient::dense(grad.clone()))
+    }
+
+    fn update_gradient(&mut self, key: &str, param: &mut Tensor, grad: &Gradient) -> Result<()> {
         check_lr("SGD", self.learning_rate)?;
         check_grad(key, param, grad)?;
-        let (lr, mu) = (self.learning_rate, self.momentum);
-        let g = grad.values();
+        let (lr, mu, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
+        let len = grad.chunk_len(CHUNK);
+        // Element-wise, so chunks in parallel give the same bits as a loop.
         if mu == 0.0 {
-            for (w, &g) in param.as_slice_mut().iter_mut().zip(g.iter()) {
-                *w -= lr * g;
-            }
+            param
+                .as_slice_mut()
+                .par_chunks_mut(len)
+                .enumerate()
+                .try_for_each(|(i, w)| {
+                    grad.with_chunk(i, len, |g| {
+                        for (w, &g) in w.iter_mut().zip(g) {
+                            *w -= lr * g;
+                        }
+                    })
+                })?;
             return Ok(());
         }
         let m = self.slots.get_or_init(key, param.shape(), 1)[0].as_slice_mut();
-        for ((w, &g), m) in param
+        param
             .as_slice_mut()
-            .iter_mut()
-            .zip(g.iter())
-            .zip(m.iter_mut())
-        {
-            *m = mu * *m - lr * g;
-            if self.nesterov {
-                *w += mu * *m - lr * g;
-            } else {
-                *w += *m;
-            }
-        }
+            .par_chunks_mut(len)
+            .zip(m.par_chunks_mut(len))
+            .enumerate()
+            .try_for_each(|(i, (w, m))| {
+                grad.with_chunk(i, len, |g| {
+                    for ((w, &g), m) in w.iter_mut().zip(g).zip(m) {
+                        *m = mu * *m - lr * g;
+                        if nesterov {
+                            *w += mu * *m - lr * g;
+                        } else {
+                            *w += *m;
+                        }
+                    }
+                })
+            })?;
         Ok(())
     }
 
