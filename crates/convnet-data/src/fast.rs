@@ -125,6 +125,7 @@ fn ycbcr_to_rgb_i32(y: i32, cb: i32, cr: i32) -> [i32; 3] {
 /// leaves it) to RGB values times `scale`: the pixels picked are converted
 /// by [`ycbcr_to_rgb`], so the values are those of converting the whole
 /// image first, then resizing with `scale_lut(scale)`.
+#[inline(never)]
 pub(crate) fn resize_nearest_ycbcr(
     src: &[u8],
     sh: usize,
@@ -134,16 +135,60 @@ pub(crate) fn resize_nearest_ycbcr(
     scale: f32,
     out: &mut [MaybeUninit<f32>],
 ) {
+    nearest_ycbcr(src, sh, sw, th, tw, scale, out, true);
+}
+
+/// [`resize_nearest_ycbcr`], with AVX2 rows (eight pixels at a time) where
+/// `allow_simd` and the CPU has it: the same values.
+#[allow(clippy::too_many_arguments)]
+fn nearest_ycbcr(
+    src: &[u8],
+    sh: usize,
+    sw: usize,
+    th: usize,
+    tw: usize,
+    scale: f32,
+    out: &mut [MaybeUninit<f32>],
+    allow_simd: bool,
+) {
     assert_eq!(src.len(), sh * sw * 3, "resize_nearest_ycbcr: source size");
     assert_eq!(out.len(), th * tw * 3, "resize_nearest_ycbcr: output size");
     let cols: Vec<usize> = (0..tw).map(|x| nearest_index(x, sw, tw) * 3).collect();
     let row_len = sw * 3;
+    let simd = allow_simd && tw >= 8 && row_len <= i32::MAX as usize && simd::rgb_available();
+    let cols32: Vec<i32> = if simd {
+        cols.iter().map(|&c| c as i32).collect()
+    } else {
+        Vec::new()
+    };
     // Each output row: the picked pixels' planes, then the conversion over
     // them (branch-free, vectorised), then the scale.
     let (mut py, mut pb, mut pr) = (vec![0i32; tw], vec![0i32; tw], vec![0i32; tw]);
     for (y, o) in out.chunks_exact_mut(tw * 3).enumerate() {
         let sy = nearest_index(y, sh, th);
-        let row = &src[sy * row_len..(sy + 1) * row_len];
+        let start = sy * row_len;
+        // The SIMD rows read 4 bytes a pixel: one past the last pixel of
+        // the image (the last row's last column) stays with the scalar.
+        if simd && start + cols[tw - 1] + 4 <= src.len() {
+            let n8 = tw / 8 * 8;
+            // SAFETY: AVX2 is available; every offset `c` of the columns
+            // is at most the last one, so `start + c + 4 <= src.len()`.
+            unsafe {
+                simd::ycbcr_row_rgb(src, start, &cols32[..n8], scale, &mut o[..n8 * 3]);
+                if n8 < tw {
+                    // The last 8 pixels, overlapping: the same values again.
+                    simd::ycbcr_row_rgb(
+                        src,
+                        start,
+                        &cols32[tw - 8..],
+                        scale,
+                        &mut o[(tw - 8) * 3..],
+                    );
+                }
+            }
+            continue;
+        }
+        let row = &src[start..start + row_len];
         for (i, &sx) in cols.iter().enumerate() {
             let p = &row[sx..sx + 3];
             (py[i], pb[i], pr[i]) = (p[0].into(), p[1].into(), p[2].into());
@@ -568,6 +613,58 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// The AVX2 rows of the nearest resize from YCbCr equal the scalar
+    /// conversion: widths below, at and past 8, not multiples of 8, the
+    /// last pixel of the image picked (same size), every byte value.
+    #[test]
+    fn nearest_ycbcr_simd_equals_scalar() {
+        for (sh, sw, th, tw) in [
+            (375, 500, 150, 150),
+            (37, 29, 37, 29),
+            (9, 8, 9, 8),
+            (5, 40, 3, 7),
+            (64, 64, 16, 16),
+            (3, 300, 2, 257),
+        ] {
+            let src = image(sh, sw, 3, (sh * sw + tw) as u64);
+            for scale in [1.0f32, 1.0 / 255.0] {
+                let mut want = vec![0.0; th * tw * 3];
+                let mut got = vec![1.0; th * tw * 3];
+                nearest_ycbcr(&src, sh, sw, th, tw, scale, as_uninit(&mut want), false);
+                nearest_ycbcr(&src, sh, sw, th, tw, scale, as_uninit(&mut got), true);
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{sh}x{sw} -> {th}x{tw}");
+            }
+        }
+        // Every (Cb, Cr) pair with Y at its ends and between: 256 rows
+        // (Cr) of 4 x 256 pixels (Y, then Cb).
+        let (h, w) = (256, 4 * 256);
+        let src: Vec<u8> = (0..h * w)
+            .flat_map(|i| {
+                [
+                    [0, 1, 128, 255][i % w / 256],
+                    (i % 256) as u8,
+                    (i / w) as u8,
+                ]
+            })
+            .collect();
+        let mut want = vec![0.0; h * w * 3];
+        let mut got = vec![0.0; h * w * 3];
+        nearest_ycbcr(&src, h, w, h, w, 1.0, as_uninit(&mut want), false);
+        nearest_ycbcr(&src, h, w, h, w, 1.0, as_uninit(&mut got), true);
+        assert!(want == got, "every (Cb, Cr) pair");
+        // The scalar path is zune-jpeg's conversion, pixel by pixel.
+        let direct: Vec<f32> = src
+            .chunks_exact(3)
+            .flat_map(|p| ycbcr_to_rgb(p[0], p[1], p[2]))
+            .map(f32::from)
+            .collect();
+        assert_eq!(want, direct);
+    }
+
     #[test]
     fn fused_resample_matches_plain_f64() {
         let modes = [
@@ -828,12 +925,14 @@ mod timing {
             "resize_nearest: {ns:.2} ns/pixel, {:.0} us/image",
             ns * (th * tw) as f64 / 1e3
         );
-        let ns = best(&mut || {
-            resize_nearest_ycbcr(&src, sh, sw, th, tw, 1.0 / 255.0, as_uninit(&mut out))
-        });
-        eprintln!(
-            "resize_nearest_ycbcr: {ns:.2} ns/pixel, {:.0} us/image",
-            ns * (th * tw) as f64 / 1e3
-        );
+        for simd in [false, true] {
+            let ns = best(&mut || {
+                nearest_ycbcr(&src, sh, sw, th, tw, 1.0 / 255.0, as_uninit(&mut out), simd)
+            });
+            eprintln!(
+                "resize_nearest_ycbcr (simd {simd}): {ns:.2} ns/pixel, {:.0} us/image",
+                ns * (th * tw) as f64 / 1e3
+            );
+        }
     }
 }

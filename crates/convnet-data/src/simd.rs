@@ -225,6 +225,92 @@ pub(crate) unsafe fn resample_rgb(
     }
 }
 
+/// One row of the nearest resize from YCbCr (`fast::resize_nearest_ycbcr`)
+/// for pixels `cols` (byte offsets from `src[start..]`, `cols.len()` a
+/// multiple of 8), eight at a time: each pixel's Y, Cb, Cr read as one
+/// 4-byte group, converted by zune-jpeg's integer formula
+/// (`fast::ycbcr_to_rgb`: the chroma terms with `vpmaddwd`, the same
+/// 32-bit sums), times `scale`, into `out` (`3 * cols.len()`, RGB order).
+///
+/// # Safety
+/// AVX2 must be available ([`rgb_available`]); for every offset `c` of
+/// `cols`, `0 <= c` and `start + c + 4 <= src.len()` (one byte past the
+/// pixel is read).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn ycbcr_row_rgb(
+    src: &[u8],
+    start: usize,
+    cols: &[i32],
+    scale: f32,
+    out: &mut [std::mem::MaybeUninit<f32>],
+) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(cols.len() % 8, 0);
+    debug_assert_eq!(out.len(), 3 * cols.len());
+    let base = src.as_ptr().add(start) as *const i32;
+    let z = -128i8;
+    // (Cb, Cr) of each group as two 16-bit values.
+    let chroma = _mm256_setr_epi8(
+        1, z, 2, z, 5, z, 6, z, 9, z, 10, z, 13, z, 14, z, 1, z, 2, z, 5, z, 6, z, 9, z, 10, z, 13,
+        z, 14, z,
+    );
+    let c128 = _mm256_set1_epi16(128);
+    // (Cb, Cr) weight pairs of R, G, B (`ycbcr_to_rgb_i32`'s constants).
+    let pair = |cb: i16, cr: i16| _mm256_set1_epi32(i32::from(cb as u16) | (i32::from(cr) << 16));
+    let (wr, wg, wb) = (pair(0, 22970), pair(-5638, -11700), pair(29032, 0));
+    let byte = _mm256_set1_epi32(0xFF);
+    let rnd = _mm256_set1_epi32((1 << 13) - 1);
+    let max = _mm256_set1_epi32(255);
+    let zero = _mm256_setzero_si256();
+    let k = _mm256_set1_ps(scale);
+    let i0 = _mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2);
+    let i1 = _mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5);
+    let i2 = _mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7);
+    for (c, o) in cols.chunks_exact(8).zip(out.chunks_exact_mut(24)) {
+        let idx = _mm256_loadu_si256(c.as_ptr().cast());
+        let p = _mm256_i32gather_epi32::<1>(base, idx);
+        let y0 = _mm256_add_epi32(_mm256_slli_epi32::<14>(_mm256_and_si256(p, byte)), rnd);
+        let cbcr = _mm256_sub_epi16(_mm256_shuffle_epi8(p, chroma), c128);
+        let channel = |w: __m256i| {
+            let v = _mm256_srai_epi32::<14>(_mm256_add_epi32(y0, _mm256_madd_epi16(cbcr, w)));
+            let v = _mm256_min_epi32(_mm256_max_epi32(v, zero), max);
+            _mm256_mul_ps(_mm256_cvtepi32_ps(v), k)
+        };
+        let (r, g, b) = (channel(wr), channel(wg), channel(wb));
+        // Interleave: r0 g0 b0 r1 g1 b1 r2 g2 | b2 r3 ... | ... b7.
+        macro_rules! mix {
+            ($i:expr, $g:literal, $b:literal) => {{
+                let i = $i;
+                let rgb = _mm256_blend_ps::<$g>(
+                    _mm256_permutevar8x32_ps(r, i),
+                    _mm256_permutevar8x32_ps(g, i),
+                );
+                _mm256_blend_ps::<$b>(rgb, _mm256_permutevar8x32_ps(b, i))
+            }};
+        }
+        let op = o.as_mut_ptr().cast::<f32>();
+        _mm256_storeu_ps(op, mix!(i0, 0x92, 0x24));
+        _mm256_storeu_ps(op.add(8), mix!(i1, 0x24, 0x49));
+        _mm256_storeu_ps(op.add(16), mix!(i2, 0x49, 0x92));
+    }
+}
+
+/// Never called off x86-64 ([`rgb_available`] is false there).
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn ycbcr_row_rgb(
+    _src: &[u8],
+    _start: usize,
+    _cols: &[i32],
+    _scale: f32,
+    _out: &mut [std::mem::MaybeUninit<f32>],
+) {
+    unreachable!("ycbcr_row_rgb without AVX2")
+}
+
 /// Never called off x86-64 ([`rgb_available`] is false there).
 ///
 /// # Safety
