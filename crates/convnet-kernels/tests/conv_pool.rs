@@ -240,12 +240,16 @@ fn fused_matches_unfused() {
 }
 
 #[test]
-fn default_chunks_hold_a_few_mebibytes() {
+fn default_chunks_split_large_outputs() {
     let conv1 =
         ConvGeometry::new([32, 150, 150, 3], [3, 3, 3, 32], (1, 1), Padding::Valid).unwrap();
     let g = ConvPoolGeometry::new(conv1, (2, 2), (2, 2), Padding::Valid).unwrap();
     assert_eq!(g.output_shape(), [32, 74, 74, 32]);
-    assert_eq!(g.chunk, 1, "a 2.8 MB output per image");
+    assert!(
+        g.chunk >= 1 && g.chunk < 32,
+        "a 2.8 MB output per image: {}",
+        g.chunk
+    );
     let conv3 =
         ConvGeometry::new([32, 36, 36, 64], [3, 3, 64, 128], (1, 1), Padding::Valid).unwrap();
     let g = ConvPoolGeometry::new(conv3, (2, 2), (2, 2), Padding::Valid).unwrap();
