@@ -10,7 +10,7 @@
 //! the ReLU's mask, and its gradient is zeroed, scattered into, masked and
 //! read twice more. Here only the pooled values and their argmax are kept.
 //!
-//! The results are those of [`conv2d_forward`](crate::conv::conv2d_forward)
+//! The results are those of [`conv2d_forward`](crate::conv::conv2d_forward())
 //! then [`max_pool2d_forward`](crate::pool::max_pool2d_forward) (the same
 //! kernels run on each chunk), and in backward those of the max-pooling
 //! gradient, the ReLU mask and the two convolution gradients, up to the
