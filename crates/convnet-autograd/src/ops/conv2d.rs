@@ -115,25 +115,7 @@ impl Var {
         epilogue: Epilogue,
     ) -> Result<Var> {
         let op = "Conv2D";
-        let xs = self.value().nhwc(op)?;
-        let ws: [usize; 4] = w.shape().try_into().map_err(|_| {
-            TensorError::invalid_shape(
-                op,
-                w.shape(),
-                "the kernel must be rank 4 (kernel_h, kernel_w, in_channels, filters)",
-            )
-        })?;
-        let g = ConvGeometry::new(xs, ws, strides, padding)?;
-        if let Some(b) = b {
-            if b.shape() != [g.f] {
-                return Err(TensorError::mismatch(
-                    op,
-                    b.shape(),
-                    &[g.f],
-                    "the bias must have one value per filter",
-                ));
-            }
-        }
+        let g = geometry(op, self, w, b, strides, padding)?;
         let (xv, wv) = (self.value().values(), w.value().values());
         let bv = b.map(|b| b.value().values());
         let y = fill(&g.output_shape(), |out| {
@@ -152,4 +134,37 @@ impl Var {
             relu_out,
         })
     }
+}
+
+/// The geometry of convolving `x` (NHWC) by the HWIO kernel `w` with an
+/// optional bias, refusing a kernel that is not rank 4 or a bias that is
+/// not one value per filter (errors name `op`).
+pub(super) fn geometry(
+    op: &str,
+    x: &Var,
+    w: &Var,
+    b: Option<&Var>,
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<ConvGeometry> {
+    let xs = x.value().nhwc(op)?;
+    let ws: [usize; 4] = w.shape().try_into().map_err(|_| {
+        TensorError::invalid_shape(
+            op,
+            w.shape(),
+            "the kernel must be rank 4 (kernel_h, kernel_w, in_channels, filters)",
+        )
+    })?;
+    let g = ConvGeometry::new(xs, ws, strides, padding)?;
+    if let Some(b) = b {
+        if b.shape() != [g.f] {
+            return Err(TensorError::mismatch(
+                op,
+                b.shape(),
+                &[g.f],
+                "the bias must have one value per filter",
+            ));
+        }
+    }
+    Ok(g)
 }

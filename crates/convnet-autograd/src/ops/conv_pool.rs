@@ -7,12 +7,12 @@
 //! passed nothing), then the two equations of convolution backprop,
 //! `dx = col2im(dc w^T)` and `dw = im2col(x)^T dc`, `db = sum(dc)`.
 
-use convnet_kernels::conv::{ConvGeometry, Epilogue};
+use convnet_kernels::conv::Epilogue;
 use convnet_kernels::conv_pool::{
     conv2d_max_pool_backward, conv2d_max_pool_forward, ConvPoolGeometry,
 };
 use convnet_kernels::Padding;
-use convnet_tensor::{Result, Tensor, TensorError};
+use convnet_tensor::{Result, Tensor};
 
 use super::{fill, uninit_vec};
 use crate::{is_grad_enabled, Backward, Var};
@@ -109,25 +109,7 @@ impl Var {
         pool: ((usize, usize), (usize, usize), Padding),
     ) -> Result<Var> {
         let op = "Conv2D+MaxPooling2D";
-        let xs = self.value().nhwc(op)?;
-        let ws: [usize; 4] = w.shape().try_into().map_err(|_| {
-            TensorError::invalid_shape(
-                op,
-                w.shape(),
-                "the kernel must be rank 4 (kernel_h, kernel_w, in_channels, filters)",
-            )
-        })?;
-        let cg = ConvGeometry::new(xs, ws, conv.0, conv.1)?;
-        if let Some(b) = b {
-            if b.shape() != [cg.f] {
-                return Err(TensorError::mismatch(
-                    op,
-                    b.shape(),
-                    &[cg.f],
-                    "the bias must have one value per filter",
-                ));
-            }
-        }
+        let cg = super::conv2d::geometry(op, self, w, b, conv.0, conv.1)?;
         let g = ConvPoolGeometry::new(cg, pool.0, pool.1, pool.2)?;
         let (xv, wv) = (self.value().values(), w.value().values());
         let bv = b.map(|b| b.value().values());
