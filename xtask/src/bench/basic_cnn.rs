@@ -88,7 +88,13 @@ pub fn run(opts: &[String]) -> Result<(), String> {
     let mut model = basic_cnn()?;
     let (x, y) = batch()?;
     let mut failed = None;
-    let train = median_secs(2, 7, || {
+    // Warm-up outside the timing and the profile: the first steps fault
+    // their buffers in (a steady-state step does not).
+    for _ in 0..3 {
+        model.train_on_batch(&x, &y).map_err(|e| e.to_string())?;
+    }
+    convnet_autograd::profile::reset();
+    let train = median_secs(0, 7, || {
         if let Err(e) = model.train_on_batch(&x, &y) {
             failed = Some(e.to_string());
         }
@@ -97,7 +103,14 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!("basic_cnn train: {:.1} images/s", BATCH as f64 / train);
-    let predict = median_secs(2, 9, || {
+    if convnet_autograd::profile::enabled() {
+        eprint!("{}", convnet_autograd::profile::report());
+    }
+    for _ in 0..2 {
+        model.predict(&x, BATCH).map_err(|e| e.to_string())?;
+    }
+    convnet_autograd::profile::reset();
+    let predict = median_secs(0, 9, || {
         if let Err(e) = model.predict(&x, BATCH) {
             failed = Some(e.to_string());
         }

@@ -7,6 +7,11 @@
 //! `--inception`: the forward pass of each distinct InceptionV3 convolution
 //! up to mixed7 at 150x150, GFLOP/s and share of the time.
 //!
+//! `--fused`: each layer followed by 2x2 max pooling as one op
+//! (`conv_pool`), forward and backward, beside the unfused convolution's
+//! passes (same FLOP count, so the GFLOP/s compare directly; the pooling's
+//! own work is not counted).
+//!
 //! `--compare`: each pass of each layer by its default path and by plain
 //! im2col + GEMM, alternating, with the ratio (for a noisy machine).
 
@@ -17,7 +22,11 @@ use convnet_kernels::conv::{
     conv2d_backward_input_tuned, conv2d_forward, conv2d_forward_tuned, ConvGeometry, Epilogue,
     Tuning,
 };
+use convnet_kernels::conv_pool::{
+    conv2d_max_pool_backward, conv2d_max_pool_forward, ConvPoolGeometry,
+};
 use convnet_kernels::Padding;
+use std::mem::MaybeUninit;
 
 use super::{fill, median_secs};
 
@@ -32,6 +41,7 @@ pub fn run(opts: &[String]) -> Result<(), String> {
     match opts.first().map(String::as_str) {
         Some("--compare") => return compare(),
         Some("--inception") => return inception(),
+        Some("--fused") => return fused(),
         Some(o) => return Err(format!("unknown option `{o}`")),
         None => {}
     }
@@ -72,6 +82,88 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         println!(
             "{name} forward+backward: {:.1} GFLOP/s",
             3.0 * flops / both / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// The fused convolution + max pooling against the convolution alone,
+/// forward and backward (input and filter gradients), alternating.
+fn fused() -> Result<(), String> {
+    for (name, input, f) in LAYERS {
+        let e = |e: convnet_tensor::TensorError| e.to_string();
+        let g = ConvGeometry::new(input, [3, 3, input[3], f], (1, 1), Padding::Valid).map_err(e)?;
+        let pg = ConvPoolGeometry::new(g, (2, 2), (2, 2), Padding::Valid).map_err(e)?;
+        let x = fill(g.input_shape().iter().product(), 1);
+        let w: Vec<f32> = fill(g.kernel_shape().iter().product(), 2)
+            .iter()
+            .map(|v| v * 0.1)
+            .collect();
+        let b = fill(f, 3);
+        let pooled: usize = pg.output_shape().iter().product();
+        let dy = fill(g.output_shape().iter().product(), 4);
+        let dp = fill(pooled, 5);
+        let mut y = vec![0.0; dy.len()];
+        let mut p = vec![MaybeUninit::<f32>::uninit(); pooled];
+        let mut a = vec![MaybeUninit::<u32>::uninit(); pooled];
+        let mut dx = (name != "conv1").then(|| vec![0.0; x.len()]);
+        let mut dx2 = dx.clone();
+        let (mut dw, mut dw2) = (vec![0.0; w.len()], vec![0.0; w.len()]);
+        let (mut db, mut db2) = (vec![0.0; f], vec![0.0; f]);
+        let flops = g.flops() as f64;
+        let (tf, tc) = median_pair(
+            9,
+            || {
+                conv2d_max_pool_forward(
+                    &pg,
+                    &x,
+                    &w,
+                    Some(&b),
+                    Epilogue::Relu,
+                    &mut p,
+                    Some(&mut a),
+                )
+                .unwrap();
+            },
+            || conv2d_forward(&g, &x, &w, Some(&b), Epilogue::Relu, &mut y).unwrap(),
+        );
+        println!(
+            "{name} forward: fused {:.1}, conv alone {:.1} GFLOP/s",
+            flops / tf / 1e9,
+            flops / tc / 1e9
+        );
+        // SAFETY: the forward pass above wrote every element of both.
+        let p: Vec<f32> = p.iter().map(|v| unsafe { v.assume_init() }).collect();
+        let a: Vec<u32> = a.iter().map(|v| unsafe { v.assume_init() }).collect();
+        let passes = if dx.is_some() { 2.0 } else { 1.0 };
+        let (tf, tc) = median_pair(
+            9,
+            || {
+                conv2d_max_pool_backward(
+                    &pg,
+                    &x,
+                    &w,
+                    Epilogue::Relu,
+                    &p,
+                    &a,
+                    &dp,
+                    dx.as_deref_mut(),
+                    Some(&mut dw),
+                    Some(&mut db),
+                )
+                .unwrap();
+            },
+            || {
+                if let Some(dx) = dx2.as_deref_mut() {
+                    conv2d_backward_input(&g, &dy, &w, dx).unwrap();
+                }
+                conv2d_backward_filter(&g, &x, &dy, &mut dw2, Some(&mut db2)).unwrap();
+            },
+        );
+        println!(
+            "{name} backward: fused {:.1}, conv alone {:.1} GFLOP/s",
+            passes * flops / tf / 1e9,
+            passes * flops / tc / 1e9
         );
     }
     Ok(())
