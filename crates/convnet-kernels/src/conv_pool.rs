@@ -16,6 +16,7 @@
 //! gradient, the ReLU mask and the two convolution gradients, up to the
 //! rounding of summing the kernel gradient chunk by chunk.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -35,6 +36,35 @@ use crate::{Padding, Result, TensorError};
 /// than unfused; 16 and 32 MiB were alike, 16 keeps less memory.
 const CHUNK_BYTES: usize = 16 << 20;
 
+/// Partial sums of the kernel gradient on the one-image-per-chunk path: a
+/// fixed number of contiguous groups of images, added in order, so the
+/// result does not depend on the thread count.
+const IMAGE_GROUPS: usize = 8;
+
+/// Largest per-thread scratch kept between calls (bytes); a larger one is
+/// freed after use.
+const KEEP_SCRATCH_BYTES: usize = 64 << 20;
+
+/// Runs `f` on `len` values of this thread's scratch buffer (contents
+/// unspecified), kept between calls so that a call does not allocate and
+/// zero a fresh buffer. Reentrant: a nested call (rayon may run another
+/// task of the same loop on this thread while `f` waits) gets a buffer of
+/// its own.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    }
+    let mut v = SCRATCH.with(Cell::take);
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let r = f(&mut v[..len]);
+    if v.len() * 4 <= KEEP_SCRATCH_BYTES {
+        SCRATCH.with(|s| s.set(v));
+    }
+    r
+}
+
 /// A convolution followed by max pooling of its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvPoolGeometry {
@@ -45,7 +75,10 @@ pub struct ConvPoolGeometry {
     /// Images per chunk (at least 1). Set by [`ConvPoolGeometry::new`];
     /// tests may lower it to exercise several chunks on small shapes. The
     /// forward and backward passes of one layer must use the same value
-    /// (the argmax is counted within a chunk).
+    /// (the argmax is counted within a chunk). Chunks of one image run in
+    /// parallel, each on one thread, its convolution output pooled from
+    /// that core's own cache; larger chunks run one after the other, each
+    /// on all threads.
     pub chunk: usize,
 }
 
@@ -60,7 +93,16 @@ impl ConvPoolGeometry {
     ) -> Result<Self> {
         let pool = PoolGeometry::new(conv.output_shape(), pool, strides, padding)?;
         let per_image = 4 * conv.oh * conv.ow * conv.f;
-        let chunk = (CHUNK_BYTES / per_image.max(1)).clamp(1, conv.n);
+        // The direct kernels (few input channels: a first layer) cost the
+        // same per image however many a call gets: one image per chunk,
+        // in parallel (measured on the basic CNN's first layer, whose
+        // pooling had cost as much as its convolution from 16 MiB chunks).
+        // Winograd and GEMM need many tiles per call.
+        let chunk = if conv.uses_direct() {
+            1
+        } else {
+            (CHUNK_BYTES / per_image.max(1)).clamp(1, conv.n)
+        };
         Ok(ConvPoolGeometry { conv, pool, chunk })
     }
 
@@ -143,6 +185,9 @@ pub fn conv2d_max_pool_forward(
     if let Some(b) = bias {
         TensorError::check_len(FWD, "bias", &[g.conv.f], b.len())?;
     }
+    if g.chunk == 1 {
+        return forward_per_image(g, input, kernel, bias, epilogue, out, argmax);
+    }
     let most = g.chunk.min(g.conv.n);
     let mut scratch = vec![0.0f32; most * conv_img];
     // Without a caller's argmax, one chunk's worth, overwritten each time.
@@ -166,6 +211,48 @@ pub fn conv2d_max_pool_forward(
         max_pool2d_forward_uninit(&pg, conv_out, &mut out[at], arg)?;
     }
     Ok(())
+}
+
+/// [`conv2d_max_pool_forward`] with chunks of one image: the images in
+/// parallel, each convolved into its thread's scratch and pooled from there.
+fn forward_per_image(
+    g: &ConvPoolGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [MaybeUninit<f32>],
+    argmax: Option<&mut [MaybeUninit<u32>]>,
+) -> Result<()> {
+    let (in_img, conv_img, out_img) = sizes(g);
+    let (cg, pg) = g.of(1);
+    let run = |i: usize, o: &mut [MaybeUninit<f32>], a: Option<&mut [MaybeUninit<u32>]>| {
+        with_scratch(conv_img, |conv_out| {
+            let x = &input[i * in_img..(i + 1) * in_img];
+            conv2d_forward(&cg, x, kernel, bias, epilogue, conv_out)?;
+            match a {
+                Some(a) => max_pool2d_forward_uninit(&pg, conv_out, o, a),
+                None => {
+                    let mut arg = Vec::with_capacity(out_img);
+                    max_pool2d_forward_uninit(&pg, conv_out, o, arg.spare_capacity_mut())
+                }
+            }
+        })
+    };
+    if out_img == 0 {
+        return Ok(());
+    }
+    match argmax {
+        Some(a) => out
+            .par_chunks_mut(out_img)
+            .zip(a.par_chunks_mut(out_img))
+            .enumerate()
+            .try_for_each(|(i, (o, a))| run(i, o, Some(a))),
+        None => out
+            .par_chunks_mut(out_img)
+            .enumerate()
+            .try_for_each(|(i, o)| run(i, o, None)),
+    }
 }
 
 /// The gradients of [`conv2d_max_pool_forward`] from `dout`, the gradient
@@ -208,6 +295,11 @@ pub fn conv2d_max_pool_backward(
         TensorError::check_len(BWD, "bias gradient", &[c.f], db.len())?;
     }
     let want_filter = dkernel.is_some() || dbias.is_some();
+    if g.chunk == 1 {
+        return backward_per_image(
+            g, input, kernel, epilogue, out, argmax, dout, dinput, dkernel, dbias,
+        );
+    }
     let most = g.chunk.min(c.n);
     // The pooled gradient of one chunk, masked by the ReLU.
     let mut masked = vec![0.0f32; most * out_img];
@@ -279,6 +371,114 @@ pub fn conv2d_max_pool_backward(
         dconv.clear();
     }
     Ok(())
+}
+
+/// The pooled gradient of one chunk masked by the ReLU (a pooled 0 passed
+/// no gradient), into `m`.
+fn mask(epilogue: Epilogue, m: &mut [f32], d: &[f32], o: &[f32]) {
+    match epilogue {
+        Epilogue::Relu => m
+            .iter_mut()
+            .zip(d.iter().zip(o))
+            .for_each(|(m, (&d, &o))| *m = if o > 0.0 { d } else { 0.0 }),
+        Epilogue::None => m.copy_from_slice(d),
+    }
+}
+
+/// [`conv2d_max_pool_backward`] with chunks of one image: a fixed number
+/// of contiguous groups of images in parallel; each image's convolution
+/// gradient is rebuilt in its thread's scratch and consumed from there,
+/// its kernel gradient added into its group's partial sum, and the
+/// partials are added in order at the end.
+#[allow(clippy::too_many_arguments)]
+fn backward_per_image(
+    g: &ConvPoolGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    epilogue: Epilogue,
+    out: &[f32],
+    argmax: &[u32],
+    dout: &[f32],
+    dinput: Option<&mut [f32]>,
+    dkernel: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+) -> Result<()> {
+    let (in_img, conv_img, out_img) = sizes(g);
+    let c = &g.conv;
+    let (cg, pg) = g.of(1);
+    let n = c.n;
+    let want_w = dkernel.is_some();
+    let want_b = dbias.is_some();
+    let (wlen, blen) = (
+        if want_w || want_b {
+            c.kernel_shape().iter().product()
+        } else {
+            0
+        },
+        if want_b { c.f } else { 0 },
+    );
+    if n == 0 || in_img == 0 || conv_img == 0 || out_img == 0 {
+        // Nothing flows back (a geometry check refuses such sizes first).
+        for d in [dinput, dkernel, dbias].into_iter().flatten() {
+            d.fill(0.0);
+        }
+        return Ok(());
+    }
+    let groups = n.clamp(1, IMAGE_GROUPS);
+    let per = n.div_ceil(groups);
+    // Each group's slice of the input gradient (if wanted).
+    let mut dx_groups: Vec<Option<&mut [f32]>> = match dinput {
+        Some(dx) => dx.chunks_mut(per * in_img).map(Some).collect(),
+        None => (0..n.div_ceil(per)).map(|_| None).collect(),
+    };
+    let partials = dx_groups
+        .par_iter_mut()
+        .enumerate()
+        .map(|(gi, dx)| -> Result<(Vec<f32>, Vec<f32>)> {
+            let (mut sw, mut sb) = (vec![0.0f32; wlen], vec![0.0f32; blen]);
+            let (mut pw, mut pb) = (vec![0.0f32; wlen], vec![0.0f32; blen]);
+            let first = gi * per;
+            for i in first..(first + per).min(n) {
+                with_scratch(conv_img + out_img, |scratch| -> Result<()> {
+                    let (dconv, m) = scratch.split_at_mut(conv_img);
+                    let at = i * out_img..(i + 1) * out_img;
+                    mask(epilogue, m, &dout[at.clone()], &out[at.clone()]);
+                    max_pool2d_backward_uninit(&pg, m, &argmax[at], as_uninit(dconv))?;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        let k = i - first;
+                        let dxi = &mut dx[k * in_img..(k + 1) * in_img];
+                        conv2d_backward_input(&cg, dconv, kernel, dxi)?;
+                    }
+                    if wlen > 0 {
+                        let x = &input[i * in_img..(i + 1) * in_img];
+                        let b = want_b.then_some(pb.as_mut_slice());
+                        conv2d_backward_filter(&cg, x, dconv, &mut pw, b)?;
+                        add_into(&mut sw, &pw);
+                        add_into(&mut sb, &pb);
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok((sw, sb))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(dw) = dkernel {
+        dw.fill(0.0);
+        partials.iter().for_each(|(w, _)| add_into(dw, w));
+    }
+    if let Some(db) = dbias {
+        db.fill(0.0);
+        partials.iter().for_each(|(_, b)| add_into(db, b));
+    }
+    Ok(())
+}
+
+/// A slice of initialised values seen as possibly uninitialised (for a
+/// kernel that writes every element of its output).
+fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the callee
+    // only writes initialised values through it.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// `total += part`, elementwise.

@@ -4,6 +4,8 @@
 //! mask and both convolution gradients. Several chunk sizes (one image, a
 //! chunk that does not divide the batch, the whole batch), ReLU or not,
 //! padding, strides, overlapping windows, and Winograd-sized channels.
+//! Chunks of one image take the parallel one-image path, whose kernel
+//! gradient is summed over groups of images.
 
 use std::mem::MaybeUninit;
 
@@ -200,6 +202,9 @@ fn cases() -> Vec<Case> {
     vec![
         // The basic CNN's pattern, odd conv output (pooling drops a row).
         basic([5, 11, 12, 3], 8),
+        // More images than the one-image path's 8 groups: groups of 2,
+        // the last of 1.
+        basic([11, 6, 7, 2], 3),
         // Winograd-sized channels.
         basic([3, 10, 10, 16], 16),
         // Same padding, stride 2, overlapping 3x3 windows with stride 2.
@@ -245,16 +250,15 @@ fn default_chunks_split_large_outputs() {
         ConvGeometry::new([32, 150, 150, 3], [3, 3, 3, 32], (1, 1), Padding::Valid).unwrap();
     let g = ConvPoolGeometry::new(conv1, (2, 2), (2, 2), Padding::Valid).unwrap();
     assert_eq!(g.output_shape(), [32, 74, 74, 32]);
-    assert!(
-        g.chunk >= 1 && g.chunk < 32,
-        "a 2.8 MB output per image: {}",
-        g.chunk
+    assert_eq!(
+        g.chunk, 1,
+        "the direct kernels (3 input channels): one image per chunk"
     );
     let conv3 =
         ConvGeometry::new([32, 36, 36, 64], [3, 3, 64, 128], (1, 1), Padding::Valid).unwrap();
     let g = ConvPoolGeometry::new(conv3, (2, 2), (2, 2), Padding::Valid).unwrap();
     assert!(g.chunk > 1 && g.chunk < 32, "chunk {}", g.chunk);
-    let tiny = ConvGeometry::new([2, 6, 6, 1], [3, 3, 1, 1], (1, 1), Padding::Valid).unwrap();
+    let tiny = ConvGeometry::new([2, 6, 6, 8], [3, 3, 8, 1], (1, 1), Padding::Valid).unwrap();
     let g = ConvPoolGeometry::new(tiny, (2, 2), (2, 2), Padding::Valid).unwrap();
     assert_eq!(g.chunk, 2, "never more than the batch");
 }

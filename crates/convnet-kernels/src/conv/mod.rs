@@ -158,6 +158,14 @@ impl ConvGeometry {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pads == Pads::default()
     }
 
+    /// True when the default [`Tuning`] computes the forward pass and the
+    /// filter gradient with the direct kernels (few input channels): their
+    /// cost per image does not depend on how many images a call gets, so a
+    /// caller may hand them one image at a time.
+    pub(crate) fn uses_direct(&self) -> bool {
+        Tuning::for_geometry(self).direct && direct::applies(self)
+    }
+
     /// Refuses a hand-made geometry whose sizes do not fit together (the
     /// fields are public), then checks each buffer's length.
     fn check(&self, op: &str, bufs: &[(&str, &[usize], usize)]) -> Result<()> {
