@@ -101,7 +101,11 @@ impl ConvPoolGeometry {
         let chunk = if conv.uses_direct() {
             1
         } else {
-            (CHUNK_BYTES / per_image.max(1)).clamp(1, conv.n)
+            // As many images as fit CHUNK_BYTES, then evened out over the
+            // chunks that makes: 28 + 4 images would leave the second
+            // chunk too few tiles to keep both cores busy; 16 + 16 does.
+            let most = (CHUNK_BYTES / per_image.max(1)).clamp(1, conv.n);
+            conv.n.div_ceil(conv.n.div_ceil(most))
         };
         Ok(ConvPoolGeometry { conv, pool, chunk })
     }
