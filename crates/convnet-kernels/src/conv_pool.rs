@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::conv::{
     conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
 };
-use crate::pool::{max_pool2d_backward_uninit, max_pool2d_forward_uninit, PoolGeometry};
+use crate::pool::{max_pool2d_backward_masked_uninit, max_pool2d_forward_uninit, PoolGeometry};
 use crate::{Padding, Result, TensorError};
 
 /// Bytes of convolution output per chunk: small enough that a chunk is
@@ -305,8 +305,11 @@ pub fn conv2d_max_pool_backward(
         );
     }
     let most = g.chunk.min(c.n);
-    // The pooled gradient of one chunk, masked by the ReLU.
-    let mut masked = vec![0.0f32; most * out_img];
+    // The ReLU's mask: a pooled value of 0 passed no gradient.
+    let relu_out = match epilogue {
+        Epilogue::Relu => Some(out),
+        Epilogue::None => None,
+    };
     // One chunk of the convolution's output gradient: written in full by
     // the pooling gradient, chunk after chunk.
     let mut dconv: Vec<f32> = Vec::with_capacity(most * conv_img);
@@ -323,18 +326,14 @@ pub fn conv2d_max_pool_backward(
     for (i, (first, images)) in g.chunks().enumerate() {
         let (cg, pg) = g.of(images);
         let at = first * out_img..(first + images) * out_img;
-        let m = &mut masked[..images * out_img];
-        let (d, o) = (&dout[at.clone()], &out[at.clone()]);
-        match epilogue {
-            Epilogue::Relu => m
-                .par_iter_mut()
-                .zip(d.par_iter().zip(o.par_iter()))
-                .with_min_len(1 << 14)
-                .for_each(|(m, (&d, &o))| *m = if o > 0.0 { d } else { 0.0 }),
-            Epilogue::None => m.copy_from_slice(d),
-        }
         let len = images * conv_img;
-        max_pool2d_backward_uninit(&pg, m, &argmax[at], &mut dconv.spare_capacity_mut()[..len])?;
+        max_pool2d_backward_masked_uninit(
+            &pg,
+            &dout[at.clone()],
+            relu_out.map(|o| &o[at.clone()]),
+            &argmax[at],
+            &mut dconv.spare_capacity_mut()[..len],
+        )?;
         // SAFETY: the pooling gradient wrote all `len` elements (its
         // contract on `Ok`), and `len <= capacity`.
         unsafe { dconv.set_len(len) };
@@ -375,18 +374,6 @@ pub fn conv2d_max_pool_backward(
         dconv.clear();
     }
     Ok(())
-}
-
-/// The pooled gradient of one chunk masked by the ReLU (a pooled 0 passed
-/// no gradient), into `m`.
-fn mask(epilogue: Epilogue, m: &mut [f32], d: &[f32], o: &[f32]) {
-    match epilogue {
-        Epilogue::Relu => m
-            .iter_mut()
-            .zip(d.iter().zip(o))
-            .for_each(|(m, (&d, &o))| *m = if o > 0.0 { d } else { 0.0 }),
-        Epilogue::None => m.copy_from_slice(d),
-    }
 }
 
 /// [`conv2d_max_pool_backward`] with chunks of one image: a fixed number
@@ -443,11 +430,19 @@ fn backward_per_image(
             let (mut pw, mut pb) = (vec![0.0f32; wlen], vec![0.0f32; blen]);
             let first = gi * per;
             for i in first..(first + per).min(n) {
-                with_scratch(conv_img + out_img, |scratch| -> Result<()> {
-                    let (dconv, m) = scratch.split_at_mut(conv_img);
+                with_scratch(conv_img, |dconv| -> Result<()> {
                     let at = i * out_img..(i + 1) * out_img;
-                    mask(epilogue, m, &dout[at.clone()], &out[at.clone()]);
-                    max_pool2d_backward_uninit(&pg, m, &argmax[at], as_uninit(dconv))?;
+                    let relu_out = match epilogue {
+                        Epilogue::Relu => Some(&out[at.clone()]),
+                        Epilogue::None => None,
+                    };
+                    max_pool2d_backward_masked_uninit(
+                        &pg,
+                        &dout[at.clone()],
+                        relu_out,
+                        &argmax[at],
+                        as_uninit(dconv),
+                    )?;
                     if let Some(dx) = dx.as_deref_mut() {
                         let k = i - first;
                         let dxi = &mut dx[k * in_img..(k + 1) * in_img];

@@ -305,7 +305,25 @@ pub fn max_pool2d_backward_uninit(
     argmax: &[u32],
     dx: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
+    max_pool2d_backward_masked_uninit(g, dy, None, argmax, dx)
+}
+
+/// [`max_pool2d_backward_uninit`] where the pooled values went through a
+/// ReLU first: with `relu_out` (the pooling's output, `g.output_shape()`),
+/// a gradient whose pooled value is not above 0 is dropped (the ReLU passed
+/// nothing there), in the same pass, instead of a separate masking pass
+/// over the pooled gradient. Without it, as [`max_pool2d_backward_uninit`].
+pub fn max_pool2d_backward_masked_uninit(
+    g: &PoolGeometry,
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    argmax: &[u32],
+    dx: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let op = "MaxPooling2D backward";
+    if let Some(o) = relu_out {
+        TensorError::check_len(op, "output", &g.output_shape(), o.len())?;
+    }
     check_pool(
         g,
         op,
@@ -330,12 +348,22 @@ pub fn max_pool2d_backward_uninit(
             &argmax[img * out_img..(img + 1) * out_img],
         );
         let mut bad = None;
-        for (&d, &a) in d.iter().zip(a) {
-            match (a as usize).checked_sub(base).and_then(|i| dxi.get_mut(i)) {
+        let mut scatter =
+            |d: f32, a: u32| match (a as usize).checked_sub(base).and_then(|i| dxi.get_mut(i)) {
                 Some(slot) => *slot += d,
                 None if a != u32::MAX => bad = Some(a),
                 None => {}
+            };
+        match relu_out {
+            Some(o) => {
+                let o = &o[img * out_img..(img + 1) * out_img];
+                for ((&d, &a), &o) in d.iter().zip(a).zip(o) {
+                    if o > 0.0 {
+                        scatter(d, a);
+                    }
+                }
             }
+            None => d.iter().zip(a).for_each(|(&d, &a)| scatter(d, a)),
         }
         bad.map_or(Ok(()), Err)
     };

@@ -2,13 +2,14 @@
 //! be initialized, sparing the caller a zeroing pass) against the plain
 //! ones: the same bits, every element written, on 2x2 stride-2 pooling (the
 //! fast path), overlapping and padded windows, windows wholly in padding,
-//! and inputs large enough to run in parallel.
+//! and inputs large enough to run in parallel; and the backward pass with
+//! the ReLU's mask applied in the same pass.
 
 use std::mem::MaybeUninit;
 
 use convnet_kernels::pool::{
-    max_pool2d_backward, max_pool2d_backward_uninit, max_pool2d_forward, max_pool2d_forward_uninit,
-    PoolGeometry,
+    max_pool2d_backward, max_pool2d_backward_masked_uninit, max_pool2d_backward_uninit,
+    max_pool2d_forward, max_pool2d_forward_uninit, PoolGeometry,
 };
 use convnet_kernels::Padding;
 
@@ -67,6 +68,31 @@ fn check(g: &PoolGeometry, seed: u64) {
     assert!(
         dxu.iter().all(|v| v.is_finite()),
         "backward left junk {g:?}"
+    );
+
+    // The ReLU mask in the same pass: as masking the gradient first. The
+    // "pooled values" here are values of both signs (and zeros).
+    let out: Vec<f32> = values(len, seed + 2)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 7 == 0 { 0.0 } else { v })
+        .collect();
+    let masked: Vec<f32> = dy
+        .iter()
+        .zip(&out)
+        .map(|(&d, &o)| if o > 0.0 { d } else { 0.0 })
+        .collect();
+    let mut want = vec![0.0f32; x.len()];
+    max_pool2d_backward(g, &masked, &arg, &mut want).unwrap();
+    let mut got = dirty(x.len(), f32::NAN);
+    max_pool2d_backward_masked_uninit(g, &dy, Some(&out), &arg, &mut got).unwrap();
+    assert_eq!(
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        assume_written(&got)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        "masked backward {g:?}"
     );
 }
 
