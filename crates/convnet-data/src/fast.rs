@@ -1044,6 +1044,27 @@ mod timing {
         };
         for simd in [false, true] {
             let ns = best(&mut || {
+                resample::<3, true>(
+                    &src,
+                    sh,
+                    sw,
+                    &a,
+                    FillMode::Nearest,
+                    0.0,
+                    1.0 / 255.0,
+                    th,
+                    tw,
+                    as_uninit(&mut out),
+                    simd,
+                )
+            });
+            eprintln!(
+                "affine_resample_ycbcr (simd {simd}): {ns:.2} ns/pixel, {:.0} us/image",
+                ns * (th * tw) as f64 / 1e3
+            );
+        }
+        for simd in [false, true] {
+            let ns = best(&mut || {
                 resample::<3, false>(
                     &src,
                     sh,
