@@ -39,7 +39,10 @@
 //! full-size decoded image straight into the batch (Keras resizes to the
 //! target size with nearest first, then transforms that small image; the
 //! one pass is as fast and loses less; for RGB, eight pixels at a time
-//! with AVX2 when the CPU has it, the same values). The batch buffer is
+//! with AVX2 when the CPU has it, the same values). A YCbCr JPEG stays in
+//! YCbCr there too: Y, Cb, Cr are interpolated and only the output pixels
+//! are converted (0.25 level from converting the whole image first on
+//! average, see `fast::affine_resample_ycbcr`). The batch buffer is
 //! never zeroed: these passes write every value of their slot.
 //!
 //! Bad files: see [`DirectoryIterator`] (skipped with one warning, the
@@ -708,9 +711,11 @@ impl Dataset {
         // Without augmentation, Keras's nearest resize of an RGB image uses
         // a few of its pixels: JPEGs may stay in YCbCr, and only the
         // pixels picked are converted (as `render` would do it, same values).
+        // With augmentation, the fused resampling interpolates Y, Cb, Cr
+        // and converts each output pixel (`render`).
+        let augments = self.generator.augments();
         let ycbcr_ok = self.options.color_mode == ColorMode::Rgb
-            && self.options.interpolation == Interpolation::Nearest
-            && !self.generator.augments();
+            && (augments || self.options.interpolation == Interpolation::Nearest);
         x.par_chunks_mut(size)
             .zip(idx.par_iter())
             .map(|(out, &i)| {
@@ -721,13 +726,13 @@ impl Dataset {
                     self.options.color_mode,
                     ycbcr_ok,
                     |src, h, w, ycbcr| {
-                        if ycbcr {
+                        if ycbcr && !augments {
                             let (th, tw) = self.options.target_size;
                             let rescale = self.generator.rescale.unwrap_or(1.0);
                             fast::resize_nearest_ycbcr(src, h, w, th, tw, rescale, out);
                             return Ok(());
                         }
-                        self.render(src, h, w, out, &mut rng)
+                        self.render(src, h, w, ycbcr, out, &mut rng)
                     },
                 )
                 .and_then(|r| r.map_err(|e| format_err(&self.files[i], e)));
@@ -749,11 +754,17 @@ impl Dataset {
     /// a geometric draw the image is resized as `interpolation` says. The
     /// rescale is folded into that pass unless an intensity change (channel
     /// shift, brightness) comes between.
+    ///
+    /// With `ycbcr`, `src` is a YCbCr image (3 channels, color mode RGB)
+    /// and the result is RGB: the fused pass converts the output pixels
+    /// ([`fast::affine_resample_ycbcr`]), the nearest resize the pixels it
+    /// picks; any other resize converts the whole image first.
     fn render(
         &self,
         src: &[u8],
         h: usize,
         w: usize,
+        ycbcr: bool,
         out: &mut [MaybeUninit<f32>],
         rng: &mut Rng,
     ) -> std::result::Result<(), &'static str> {
@@ -761,18 +772,34 @@ impl Dataset {
         let c = self.options.color_mode.channels();
         let g = &self.generator;
         let rescale = g.rescale.unwrap_or(1.0);
+        let ycbcr = ycbcr && c == 3;
+        let resize = |scale: f32, out: &mut [MaybeUninit<f32>]| {
+            if !ycbcr {
+                return resize_into(src, h, w, &self.options, &fast::scale_lut(scale), out);
+            }
+            if self.options.interpolation == Interpolation::Nearest {
+                fast::resize_nearest_ycbcr(src, h, w, th, tw, scale, out);
+                return Ok(());
+            }
+            let rgb = fast::ycbcr_image_to_rgb(src);
+            resize_into(&rgb, h, w, &self.options, &fast::scale_lut(scale), out)
+        };
         if !g.augments() {
-            return resize_into(src, h, w, &self.options, &fast::scale_lut(rescale), out);
+            return resize(rescale, out);
         }
         let params = g.get_random_transform(th, tw, rng);
         let intensity = params.channel_shift_intensity.is_some() || params.brightness.is_some();
         let scale = if intensity { 1.0 } else { rescale };
         let fused = params.matrix(th, tw).and_then(|m| {
             let a = fast::compose_resize(&m, h, w, th, tw);
-            fast::affine_resample(src, h, w, c, &a, g.fill_mode, g.cval, scale, th, tw, out)
+            if ycbcr {
+                fast::affine_resample_ycbcr(src, h, w, &a, g.fill_mode, g.cval, scale, th, tw, out)
+            } else {
+                fast::affine_resample(src, h, w, c, &a, g.fill_mode, g.cval, scale, th, tw, out)
+            }
         });
         if fused.is_none() {
-            resize_into(src, h, w, &self.options, &fast::scale_lut(scale), out)?;
+            resize(scale, out)?;
         }
         // SAFETY: the fused pass or the resize wrote every value.
         let out = unsafe { assume_init_mut(out) };
@@ -1312,5 +1339,295 @@ mod tests {
             want.extend(t.values().iter().map(|v| v * 0.5));
         }
         assert_eq!(x.values(), &want[..]);
+    }
+
+    /// Photo-like: smooth colour gradients, a saturated disc (its edge
+    /// rings past 0..255 in the JPEG: the clamps), grain.
+    fn photo(w: u32, h: u32, seed: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            let n = ((x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761) >> 27) as u8;
+            let (dx, dy) = (x as i64 - i64::from(w / 3), y as i64 - i64::from(h / 2));
+            if dx * dx + dy * dy < i64::from(w * h / 12) {
+                image::Rgb([255, n / 4, 0])
+            } else {
+                image::Rgb([
+                    (60 + x * 120 / w) as u8 + n,
+                    (200 - y * 150 / h) as u8,
+                    ((x + y + seed) % 200) as u8 + 30,
+                ])
+            }
+        })
+    }
+
+    /// Mean and largest absolute difference.
+    fn diff_stats(a: &[f32], b: &[f32]) -> (f64, f32) {
+        assert_eq!(a.len(), b.len());
+        let d = a.iter().zip(b).map(|(p, q)| (p - q).abs());
+        let sum: f64 = d.clone().map(f64::from).sum();
+        (sum / a.len() as f64, d.fold(0.0, f32::max))
+    }
+
+    /// The augmentation's fused pass from a JPEG left in YCbCr (output
+    /// pixels converted) against the same pass from zune-jpeg's RGB
+    /// decoding: real JPEGs, every fill mode, flips, rotations, shrinking
+    /// and enlarging. Mean absolute difference under 0.1 level, at most 6
+    /// levels (where a source pixel's RGB value was clamped).
+    #[test]
+    fn augment_from_ycbcr_is_close_to_rgb() {
+        use crate::augment::{FillMode, TransformParams};
+        let path = Path::new("test.jpg");
+        let images = [
+            textured(500, 375, 1),
+            photo(311, 457, 2),
+            photo(64, 48, 3),
+            textured(23, 31, 4),
+        ];
+        let (mut sum, mut n, mut worst) = (0.0, 0usize, 0.0f32);
+        for (i, img) in images.into_iter().enumerate() {
+            let bytes = jpeg(image::DynamicImage::ImageRgb8(img));
+            let (mut rgb, mut ycc) = (Vec::new(), Vec::new());
+            let (h, w, _) = decode_jpeg_into(path, &bytes, u64::MAX, &mut rgb, false).unwrap();
+            let (_, _, ycbcr) = decode_jpeg_into(path, &bytes, u64::MAX, &mut ycc, true).unwrap();
+            assert!(ycbcr);
+            let (rgb, ycc) = (&rgb[..h * w * 3], &ycc[..h * w * 3]);
+            for (j, mode) in [
+                FillMode::Nearest,
+                FillMode::Constant,
+                FillMode::Reflect,
+                FillMode::Wrap,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (th, tw) in [(150, 150), (37, 29)] {
+                    let f = |k: usize| ((i * 31 + j * 7 + k * 13) % 17) as f64 / 16.0 - 0.5;
+                    let params = TransformParams {
+                        theta: 30.0 * f(1),
+                        tx: 0.3 * th as f64 * f(2),
+                        ty: 0.3 * tw as f64 * f(3),
+                        shear: 20.0 * f(4),
+                        zx: 1.0 + 0.4 * f(5),
+                        zy: 1.0 + 0.4 * f(6),
+                        flip_horizontal: j % 2 == 0,
+                        flip_vertical: j == 1,
+                        ..TransformParams::default()
+                    };
+                    let a = fast::compose_resize(&params.matrix(th, tw).unwrap(), h, w, th, tw);
+                    let mut want = vec![0.0; th * tw * 3];
+                    let mut got = vec![0.0; th * tw * 3];
+                    let run = |src: &[u8], ycbcr: bool, out: &mut [f32]| {
+                        let out = fast::as_uninit(out);
+                        if ycbcr {
+                            fast::affine_resample_ycbcr(src, h, w, &a, mode, 40.0, 1.0, th, tw, out)
+                        } else {
+                            fast::affine_resample(src, h, w, 3, &a, mode, 40.0, 1.0, th, tw, out)
+                        }
+                    };
+                    run(rgb, false, &mut want).unwrap();
+                    run(ycc, true, &mut got).unwrap();
+                    let (mean, max) = diff_stats(&got, &want);
+                    sum += mean * want.len() as f64;
+                    n += want.len();
+                    worst = worst.max(max);
+                    assert!(mean < 0.3, "{w}x{h} {mode:?} {th}x{tw}: mean {mean}");
+                }
+            }
+        }
+        let mean = sum / n as f64;
+        assert!(mean < 0.25, "mean difference {mean}");
+        assert!(worst <= 24.0, "max difference {worst}");
+    }
+
+    /// Augmented batches of JPEGs (decoded in YCbCr) against the same
+    /// batches of PNGs holding zune-jpeg's RGB decoding of those JPEGs (the
+    /// RGB path, the same draws): every augmentation path (fused pass with
+    /// each fill mode, flips alone with the nearest and the bilinear resize
+    /// when no matrix is drawn, brightness, channel shift) within the
+    /// bounds of `augment_from_ycbcr_is_close_to_rgb`, and the images that
+    /// are only resized (no matrix drawn) equal.
+    #[test]
+    fn augmented_jpeg_batches_match_rgb_batches() {
+        use crate::augment::FillMode;
+        let dir = tempfile::tempdir().unwrap();
+        let (jpg, png) = (dir.path().join("jpg"), dir.path().join("png"));
+        for (class, n) in [("a", 4), ("b", 3)] {
+            std::fs::create_dir_all(jpg.join(class)).unwrap();
+            std::fs::create_dir_all(png.join(class)).unwrap();
+            for i in 0..n {
+                let img = if i % 2 == 0 {
+                    photo(60 + 17 * i, 45 + 9 * i, i)
+                } else {
+                    textured(50 + 13 * i, 40 + 7 * i, i + 5)
+                };
+                let bytes = jpeg(image::DynamicImage::ImageRgb8(img));
+                let name = format!("{i}");
+                std::fs::write(jpg.join(class).join(format!("{name}.jpg")), &bytes).unwrap();
+                let mut rgb = Vec::new();
+                let (h, w, _) =
+                    decode_jpeg_into(Path::new("x"), &bytes, u64::MAX, &mut rgb, false).unwrap();
+                rgb.truncate(h * w * 3);
+                image::RgbImage::from_raw(w as u32, h as u32, rgb)
+                    .unwrap()
+                    .save(png.join(class).join(format!("{name}.png")))
+                    .unwrap();
+            }
+        }
+        let geometric = || {
+            ImageDataGenerator::new()
+                .rescale(1.0 / 255.0)
+                .rotation_range(20.0)
+                .width_shift_range(0.2)
+                .height_shift_range(0.2)
+                .shear_range(10.0)
+                .zoom_range(0.3)
+                .horizontal_flip(true)
+        };
+        let generators = [
+            (geometric(), Interpolation::Nearest),
+            (
+                geometric().fill_mode(FillMode::Constant).cval(40.0),
+                Interpolation::Nearest,
+            ),
+            (
+                geometric().fill_mode(FillMode::Reflect),
+                Interpolation::Nearest,
+            ),
+            (
+                geometric()
+                    .fill_mode(FillMode::Wrap)
+                    .brightness_range(0.5, 1.5)
+                    .channel_shift_range(30.0),
+                Interpolation::Nearest,
+            ),
+            (
+                ImageDataGenerator::new().horizontal_flip(true),
+                Interpolation::Nearest,
+            ),
+            (
+                ImageDataGenerator::new()
+                    .horizontal_flip(true)
+                    .vertical_flip(true)
+                    .rescale(0.5),
+                Interpolation::Bilinear,
+            ),
+        ];
+        for (k, (generator, interpolation)) in generators.into_iter().enumerate() {
+            let batch = |folder: &Path| {
+                let flow = generator
+                    .clone()
+                    .flow_from_directory(
+                        folder,
+                        FlowOptions {
+                            target_size: (33, 41),
+                            batch_size: 7,
+                            shuffle: false,
+                            seed: Some(k as u64),
+                            verbose: false,
+                            interpolation,
+                            ..FlowOptions::default()
+                        },
+                    )
+                    .unwrap();
+                let (x, _) = flow.batch(0, 0).unwrap();
+                x.values().to_vec()
+            };
+            let (got, want) = (batch(&jpg), batch(&png));
+            // In levels (before the rescale, brightness and shift).
+            let unit = generator.rescale.unwrap_or(1.0);
+            let (mean, max) = diff_stats(&got, &want);
+            let (mean, max) = (mean / f64::from(unit), max / unit);
+            let brightness = if k == 3 { 1.5 } else { 1.0 };
+            assert!(mean < 0.3 * brightness, "generator {k}: mean {mean}");
+            assert!(max <= 24.0 * brightness as f32, "generator {k}: max {max}");
+            if k >= 4 {
+                // Flips only: the images without a flip drawn are resized
+                // (no matrix), converting exactly the RGB pixels.
+                let size = 33 * 41 * 3;
+                let same = got
+                    .chunks(size)
+                    .zip(want.chunks(size))
+                    .filter(|(g, w)| g == w)
+                    .count();
+                assert!(same >= 1, "generator {k}: no image resized alone");
+            }
+        }
+    }
+
+    /// The measurement behind `fast::affine_resample_ycbcr`'s note, on a
+    /// folder of JPEGs (`CONVNET_YCC_DIR`; with `CONVNET_PIL_DIR`, PIL's
+    /// decoding of each file `NAME` as raw RGB bytes in `NAME.rgb` there):
+    /// the fused pass from YCbCr against the one from zune-jpeg's RGB, and
+    /// the one from zune-jpeg's RGB against the one from PIL's (Keras's
+    /// decoder). `cargo test --release -p convnet-data --lib
+    /// ycbcr_difference_on_folder -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn ycbcr_difference_on_folder() {
+        use crate::augment::FillMode;
+        let Ok(dir) = std::env::var("CONVNET_YCC_DIR") else {
+            return;
+        };
+        let pil = std::env::var("CONVNET_PIL_DIR").ok();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        files.sort();
+        let generator = ImageDataGenerator::new()
+            .width_shift_range(0.2)
+            .height_shift_range(0.2)
+            .shear_range(0.2)
+            .zoom_range(0.2);
+        let (th, tw) = (150, 150);
+        let mut rng = Rng::new(7);
+        let (mut ycc_sum, mut ycc_max, mut pil_sum, mut pil_max, mut n, mut np) =
+            (0.0, 0.0f32, 0.0, 0.0f32, 0usize, 0usize);
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            let (mut rgb, mut ycc) = (Vec::new(), Vec::new());
+            let (h, w, _) = decode_jpeg_into(f, &bytes, u64::MAX, &mut rgb, false).unwrap();
+            let (_, _, ycbcr) = decode_jpeg_into(f, &bytes, u64::MAX, &mut ycc, true).unwrap();
+            assert!(ycbcr);
+            let Some(m) = generator
+                .get_random_transform(th, tw, &mut rng)
+                .matrix(th, tw)
+            else {
+                continue;
+            };
+            let a = fast::compose_resize(&m, h, w, th, tw);
+            let mode = FillMode::Nearest;
+            let run = |src: &[u8], ycbcr: bool| {
+                let mut out = vec![0.0; th * tw * 3];
+                let o = fast::as_uninit(&mut out);
+                if ycbcr {
+                    fast::affine_resample_ycbcr(src, h, w, &a, mode, 0.0, 1.0, th, tw, o)
+                } else {
+                    fast::affine_resample(src, h, w, 3, &a, mode, 0.0, 1.0, th, tw, o)
+                }
+                .unwrap();
+                out
+            };
+            let want = run(&rgb[..h * w * 3], false);
+            let (mean, max) = diff_stats(&run(&ycc[..h * w * 3], true), &want);
+            ycc_sum += mean;
+            ycc_max = ycc_max.max(max);
+            n += 1;
+            let name = f.file_name().unwrap().to_string_lossy();
+            if let Some(Ok(p)) = pil
+                .as_ref()
+                .map(|d| std::fs::read(Path::new(d).join(format!("{name}.rgb"))))
+            {
+                let (mean, max) = diff_stats(&run(&p, false), &want);
+                pil_sum += mean;
+                pil_max = pil_max.max(max);
+                np += 1;
+            }
+        }
+        eprintln!(
+            "{n} images: YCbCr against RGB mean {:.4} max {ycc_max}; {np} images: PIL against zune mean {:.4} max {pil_max}",
+            ycc_sum / n as f64,
+            pil_sum / np.max(1) as f64
+        );
     }
 }

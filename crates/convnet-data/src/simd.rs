@@ -3,7 +3,8 @@
 //!
 //! [`resample_rgb`]: eight pixels at a time of the fixed-point
 //! bilinear resampling of `fast::resample`, for RGB points whose four
-//! neighbours are inside the image.
+//! neighbours are inside the image; [`resample_ycbcr`] the same from a
+//! YCbCr image, converting each output pixel to RGB.
 
 /// Sources at least this long (bytes) are left to the scalar code: the
 /// kernels address them with `i32` offsets.
@@ -63,6 +64,44 @@ pub(crate) fn coordinate_fits(v: i64) -> bool {
 pub(crate) unsafe fn resample_rgb(
     src: &[u8],
     stride: usize,
+    point: (i64, i64),
+    step: (i64, i64),
+    k: f32,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    edges: Option<(i64, i64)>,
+) {
+    resample3::<false>(src, stride, point, step, k, out, edges);
+}
+
+/// [`resample_rgb`] of a YCbCr image: the same sums, of Y, Cb and Cr,
+/// converted to RGB as `fast::ycbcr_sums_to_rgb` does (the same `f32`
+/// operations in the same order: value for value).
+///
+/// # Safety
+/// As [`resample_rgb`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn resample_ycbcr(
+    src: &[u8],
+    stride: usize,
+    point: (i64, i64),
+    step: (i64, i64),
+    k: f32,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    edges: Option<(i64, i64)>,
+) {
+    resample3::<true>(src, stride, point, step, k, out, edges);
+}
+
+/// [`resample_rgb`] (`YCC` false) and [`resample_ycbcr`] (`YCC` true).
+///
+/// # Safety
+/// As [`resample_rgb`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn resample3<const YCC: bool>(
+    src: &[u8],
+    stride: usize,
     (y, x): (i64, i64),
     (dy, dx): (i64, i64),
     k: f32,
@@ -119,6 +158,16 @@ pub(crate) unsafe fn resample_rgb(
         None => (false, 1 << 32, 1 << 32),
     };
     let zero = _mm256_setzero_si256();
+    // The conversion's constants (`YCC`).
+    let sign = _mm256_set1_epi32(i32::MIN);
+    let zero_ps = _mm256_setzero_ps();
+    let top = _mm256_set1_ps((255u32 << 24) as f32);
+    let (cr_r, cb_g, cr_g, cb_b) = (
+        _mm256_set1_ps(crate::fast::CR_R),
+        _mm256_set1_ps(crate::fast::CB_G),
+        _mm256_set1_ps(crate::fast::CR_G),
+        _mm256_set1_ps(crate::fast::CB_B),
+    );
     // In units of `v >> 20`: the last row (column) and the one before it.
     let (ytop, xtop) = (
         _mm256_set1_epi32((ymax >> 20) as i32),
@@ -179,14 +228,16 @@ pub(crate) unsafe fn resample_rgb(
             ($top:expr, $bot:expr) => {{
                 let top = _mm256_madd_epi16($top, wx);
                 let bot = _mm256_madd_epi16($bot, wx);
-                let s = _mm256_add_epi32(_mm256_mullo_epi32(top, fy1), _mm256_mullo_epi32(bot, fy));
-                // `s as f32` for a u32: the high half times 65536 is exact,
-                // so the one rounding is the sum's.
-                let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(s));
-                let lo = _mm256_cvtepi32_ps(_mm256_and_si256(s, lo16));
-                _mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(hi, f65536), lo), k)
+                _mm256_add_epi32(_mm256_mullo_epi32(top, fy1), _mm256_mullo_epi32(bot, fy))
             }};
         }
+        // `s as f32` for a u32: the high half times 65536 is exact, so the
+        // one rounding is the sum's.
+        let to_f32 = |s: __m256i| {
+            let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(s));
+            let lo = _mm256_cvtepi32_ps(_mm256_and_si256(s, lo16));
+            _mm256_add_ps(_mm256_mul_ps(hi, f65536), lo)
+        };
         // R: bytes 0 and 3 at p; G: byte 1 at p, byte 2 at p + 2; B: bytes
         // 0 and 3 at p + 2.
         let g_pair = |l: __m256i, r: __m256i| {
@@ -195,15 +246,37 @@ pub(crate) unsafe fn resample_rgb(
                 _mm256_shuffle_epi8(r, second2),
             )
         };
-        let r = channel!(
+        let s0 = channel!(
             _mm256_shuffle_epi8(tl, pair03),
             _mm256_shuffle_epi8(bl, pair03)
         );
-        let g = channel!(g_pair(tl, tr), g_pair(bl, br));
-        let b = channel!(
+        let s1 = channel!(g_pair(tl, tr), g_pair(bl, br));
+        let s2 = channel!(
             _mm256_shuffle_epi8(tr, pair03),
             _mm256_shuffle_epi8(br, pair03)
         );
+        let (r, g, b) = if YCC {
+            // `fast::ycbcr_sums_to_rgb`: Cb, Cr less 128 << 24 (the sign
+            // bit flipped) as i32, then the coefficients, the clamp, `k`.
+            let y = to_f32(s0);
+            let cb = _mm256_cvtepi32_ps(_mm256_xor_si256(s1, sign));
+            let cr = _mm256_cvtepi32_ps(_mm256_xor_si256(s2, sign));
+            let c = |v: __m256| _mm256_mul_ps(_mm256_min_ps(_mm256_max_ps(v, zero_ps), top), k);
+            (
+                c(_mm256_add_ps(y, _mm256_mul_ps(cr, cr_r))),
+                c(_mm256_add_ps(
+                    _mm256_add_ps(y, _mm256_mul_ps(cb, cb_g)),
+                    _mm256_mul_ps(cr, cr_g),
+                )),
+                c(_mm256_add_ps(y, _mm256_mul_ps(cb, cb_b))),
+            )
+        } else {
+            (
+                _mm256_mul_ps(to_f32(s0), k),
+                _mm256_mul_ps(to_f32(s1), k),
+                _mm256_mul_ps(to_f32(s2), k),
+            )
+        };
         // Interleave: r0 g0 b0 r1 g1 b1 r2 g2 | b2 r3 ... | ... b7.
         macro_rules! mix {
             ($i:expr, $g:literal, $b:literal) => {{
@@ -309,6 +382,23 @@ pub(crate) unsafe fn ycbcr_row_rgb(
     _out: &mut [std::mem::MaybeUninit<f32>],
 ) {
     unreachable!("ycbcr_row_rgb without AVX2")
+}
+
+/// Never called off x86-64 ([`rgb_available`] is false there).
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn resample_ycbcr(
+    _src: &[u8],
+    _stride: usize,
+    _point: (i64, i64),
+    _step: (i64, i64),
+    _k: f32,
+    _out: &mut [std::mem::MaybeUninit<f32>],
+    _edges: Option<(i64, i64)>,
+) {
+    unreachable!("resample_ycbcr without AVX2")
 }
 
 /// Never called off x86-64 ([`rgb_available`] is false there).
