@@ -885,13 +885,24 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
     }
 }
 
-/// `v` with room for `len` values: grown (zero-filled) when too short,
-/// never shrunk, so a thread's scratch is allocated once per run.
-fn scratch(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
+/// One cache line of `f32`s: the scratch buffers are made of these, so
+/// that with channel counts that are multiples of 16 every vector load
+/// and store of the transformed tiles is aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; LANES]);
+
+/// `v` as `len` values: grown (zero-filled) when too short, never shrunk,
+/// so a thread's scratch is allocated once per run.
+fn scratch(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
+    let lines = len.div_ceil(LANES);
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; LANES]));
     }
-    &mut v[..len]
+    // SAFETY: `Line` is `repr(C)` around 16 `f32`s with no padding, so
+    // `lines` of them are `16 * lines >= len` initialised, contiguous
+    // `f32`s, borrowed mutably from `v` for the slice's lifetime.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, len) }
 }
 
 /// Forward convolution with output tiles of side `m` (2 or 4).
@@ -931,13 +942,13 @@ pub(super) fn forward(
 thread_local! {
     /// Each thread's transformed tiles (V, then M or dM), kept between
     /// calls: allocating and zeroing them per band cost page faults.
-    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+    static SCRATCH: std::cell::Cell<(Vec<Line>, Vec<Line>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Runs `body` with this thread's scratch buffers (empty ones when a
 /// caller up the stack holds them).
-fn with_scratch<R>(body: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+fn with_scratch<R>(body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>) -> R) -> R {
     let (mut v, mut m) = SCRATCH.with(|s| s.take());
     let r = body(&mut v, &mut m);
     SCRATCH.with(|s| s.set((v, m)));
