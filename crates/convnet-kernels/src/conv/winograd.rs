@@ -433,6 +433,11 @@ impl Tiling {
     }
 }
 
+/// Elements of a `c x f` matrix per step of the kernel transforms: their
+/// f64 sums (4 KiB) stay in L1 (summing whole 64 x 128 matrices went
+/// through L2 and took longer than the scalar transform it replaced).
+const KERNEL_CHUNK: usize = 512;
+
 /// `U = G g Gᵀ` for every (channel, filter): `T * T` matrices `c x f`.
 /// Point `(i, j)` is `sum over taps (a, b) of G[i][a] G[j][b] g[a][b]`,
 /// nine multiply-adds per element of a `c x f` matrix, in f64, one point
@@ -446,19 +451,24 @@ fn transform_kernel<const T: usize>(
     let mut u = vec![0.0f32; T * T * cf];
     u.par_chunks_mut(cf.max(1)).enumerate().for_each(|(p, up)| {
         let (i, j) = (p / T, p % T);
-        let mut acc = vec![0.0f64; cf];
-        for a in 0..3 {
-            for b in 0..3 {
-                let k = gm[i][a] * gm[j][b];
-                if k != 0.0 {
-                    let tap = &kernel[(a * 3 + b) * cf..(a * 3 + b + 1) * cf];
-                    acc.iter_mut()
-                        .zip(tap)
-                        .for_each(|(s, &w)| *s += k * w as f64);
+        // In chunks whose sums stay in L1.
+        let mut acc = [0.0f64; KERNEL_CHUNK];
+        for (e, out) in up.chunks_mut(KERNEL_CHUNK).enumerate() {
+            let (e0, acc) = (e * KERNEL_CHUNK, &mut acc[..out.len()]);
+            acc.fill(0.0);
+            for a in 0..3 {
+                for b in 0..3 {
+                    let k = gm[i][a] * gm[j][b];
+                    if k != 0.0 {
+                        let tap = &kernel[(a * 3 + b) * cf + e0..];
+                        acc.iter_mut()
+                            .zip(tap)
+                            .for_each(|(s, &w)| *s += k * w as f64);
+                    }
                 }
             }
+            out.iter_mut().zip(&*acc).for_each(|(o, &v)| *o = v as f32);
         }
-        up.iter_mut().zip(&acc).for_each(|(o, &v)| *o = v as f32);
     });
     u
 }
@@ -478,19 +488,24 @@ fn untransform_kernel<const T: usize>(
         .enumerate()
         .for_each(|(tap, out)| {
             let (a, b) = (tap / 3, tap % 3);
-            let mut acc = vec![0.0f64; cf];
-            for i in 0..T {
-                for j in 0..T {
-                    let k = gm[i][a] * gm[j][b];
-                    if k != 0.0 {
-                        let p = i * T + j;
-                        acc.iter_mut()
-                            .zip(&du[p * cf..(p + 1) * cf])
-                            .for_each(|(s, &v)| *s += k * v as f64);
+            // In chunks whose sums stay in L1.
+            let mut acc = [0.0f64; KERNEL_CHUNK];
+            for (e, out) in out.chunks_mut(KERNEL_CHUNK).enumerate() {
+                let (e0, acc) = (e * KERNEL_CHUNK, &mut acc[..out.len()]);
+                acc.fill(0.0);
+                for i in 0..T {
+                    for j in 0..T {
+                        let k = gm[i][a] * gm[j][b];
+                        if k != 0.0 {
+                            let p = i * T + j;
+                            acc.iter_mut()
+                                .zip(&du[p * cf + e0..])
+                                .for_each(|(s, &v)| *s += k * v as f64);
+                        }
                     }
                 }
+                out.iter_mut().zip(&*acc).for_each(|(o, &v)| *o = v as f32);
             }
-            out.iter_mut().zip(&acc).for_each(|(o, &v)| *o = v as f32);
         });
 }
 
@@ -682,7 +697,8 @@ unsafe fn output_band<W: Wide, const M: usize, const T: usize, const P: usize, V
 
 /// `dM = A dY Aᵀ` of one tile and filter block: `ld(i, j)` gives the
 /// output gradient at tile row `i`, column `j`; point `p` goes to
-/// `dst + p * stride`.
+/// `dst + p * stride`. Returns the sum of the tile's `dY` (for the bias
+/// gradient).
 ///
 /// # Safety
 /// The masked lanes at every `dst + p * stride` must be writable.
@@ -692,10 +708,16 @@ unsafe fn gradient_tile<W: Wide, const M: usize, const T: usize, const P: usize,
     dst: *mut f32,
     stride: usize,
     mask: W::Mask,
-) where
+) -> W
+where
     V: Variant<M, T, P>,
 {
-    let rows: [[W; T]; M] = std::array::from_fn(|i| V::a(std::array::from_fn(|j| ld(i, j))));
+    let x: [[W; M]; M] = std::array::from_fn(|i| std::array::from_fn(|j| ld(i, j)));
+    let sum = x
+        .iter()
+        .map(|r| r.iter().fold(W::zero(), |a, &b| a.add(b)))
+        .fold(W::zero(), |a, b| a.add(b));
+    let rows: [[W; T]; M] = x.map(V::a);
     for k in 0..T {
         let col = V::a(std::array::from_fn(|i| rows[i][k]));
         for (i, v) in col.into_iter().enumerate() {
@@ -703,10 +725,12 @@ unsafe fn gradient_tile<W: Wide, const M: usize, const T: usize, const P: usize,
             unsafe { v.store(dst.add((i * T + k) * stride), mask) };
         }
     }
+    sum
 }
 
 /// `dM = A dY Aᵀ` for the tiles of global tile rows `[r0, r1)` into `dm`
-/// (`P` matrices `tiles x f`); outputs past the edge count as 0.
+/// (`P` matrices `tiles x f`); outputs past the edge count as 0. Adds
+/// the band's `dY`, summed over its pixels, to `db` (`f` values).
 ///
 /// # Safety
 /// `W` must run on this CPU (see [`Path`]).
@@ -717,14 +741,15 @@ unsafe fn gradient_band<W: Wide, const M: usize, const T: usize, const P: usize,
     dy: &[f32],
     rows: (usize, usize),
     dm: &mut [f32],
+    db: &mut [f32],
 ) where
     V: Variant<M, T, P>,
 {
     let f = g.f;
     let tiles = (rows.1 - rows.0) * t.tx;
     let stride = tiles * f;
-    assert!(dm.len() >= P * stride && dy.len() >= g.n * g.oh * g.ow * f);
-    let (src, dst) = (dy.as_ptr(), dm.as_mut_ptr());
+    assert!(dm.len() >= P * stride && dy.len() >= g.n * g.oh * g.ow * f && db.len() >= f);
+    let (src, dst, sums) = (dy.as_ptr(), dm.as_mut_ptr(), db.as_mut_ptr());
     for (n, img, tr, tc) in t.tiles(rows) {
         let nr = (g.oh - M * tr).min(M);
         let nc = (g.ow - M * tc).min(M);
@@ -736,13 +761,8 @@ unsafe fn gradient_band<W: Wide, const M: usize, const T: usize, const P: usize,
             unsafe {
                 let (from, to) = (src.add(corner + fl), dst.add(n * f + fl));
                 let at = |i: usize, j: usize| from.add((i * g.ow + j) * f);
-                if nr == M && nc == M {
-                    gradient_tile::<W, M, T, P, V>(
-                        |i, j| W::load(at(i, j), mask),
-                        to,
-                        stride,
-                        mask,
-                    );
+                let sum = if nr == M && nc == M {
+                    gradient_tile::<W, M, T, P, V>(|i, j| W::load(at(i, j), mask), to, stride, mask)
                 } else {
                     gradient_tile::<W, M, T, P, V>(
                         |i, j| {
@@ -755,8 +775,12 @@ unsafe fn gradient_band<W: Wide, const M: usize, const T: usize, const P: usize,
                         to,
                         stride,
                         mask,
-                    );
-                }
+                    )
+                };
+                // db has f values (asserted), fl + lanes <= f.
+                W::load(sums.add(fl), mask)
+                    .add(sum)
+                    .store(sums.add(fl), mask);
             }
         }
     }
@@ -817,9 +841,10 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
         dy: &[f32],
         rows: (usize, usize),
         dm: &mut [f32],
+        db: &mut [f32],
     ) {
         // SAFETY: the caller guarantees AVX-512F.
-        unsafe { gradient_band::<Zmm, M, T, P, V>(g, t, dy, rows, dm) }
+        unsafe { gradient_band::<Zmm, M, T, P, V>(g, t, dy, rows, dm, db) }
     }
 }
 
@@ -874,13 +899,16 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
         dy: &[f32],
         rows: (usize, usize),
         dm: &mut [f32],
+        db: &mut [f32],
     ) {
         match path {
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-            Path::Avx512 => unsafe { Self::gradient_avx512(g, t, dy, rows, dm) },
+            Path::Avx512 => unsafe { Self::gradient_avx512(g, t, dy, rows, dm, db) },
             // SAFETY: the portable lanes run anywhere.
-            Path::Portable => unsafe { gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm) },
+            Path::Portable => unsafe {
+                gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm, db)
+            },
         }
     }
 }
@@ -1129,6 +1157,7 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
         .map(|grp| {
             let mut du = vec![0.0f32; P * c * f];
             let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
+            let mut band_db = vec![0.0f32; f];
             with_scratch(|v, dm| {
                 for b in grp * bands / groups..(grp + 1) * bands / groups {
                     let (r0, r1) = t.band(b);
@@ -1137,7 +1166,10 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
                     let dm = scratch(dm, P * tiles * f);
                     Transforms::<M, T, P, V>::input(path, g, &t, input, (r0, r1), v);
                     // dM = A dY Aᵀ per tile; outputs past the edge count as 0.
-                    Transforms::<M, T, P, V>::gradient(path, g, &t, dy, (r0, r1), dm);
+                    // The band's dY summed on the way, in f32, then added
+                    // to the group's f64 sums.
+                    band_db.fill(0.0);
+                    Transforms::<M, T, P, V>::gradient(path, g, &t, dy, (r0, r1), dm, &mut band_db);
                     for p in 0..P {
                         // (c x tiles) x (tiles x f), V stored tiles x c.
                         sgemm(
@@ -1154,11 +1186,6 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
                         );
                     }
                     if want_bias {
-                        let (lo, hi) = (t.pixel_offset(g, r0), t.pixel_offset(g, r1));
-                        let mut band_db = vec![0.0f32; f];
-                        for row in dy[lo * f..hi * f].chunks_exact(f) {
-                            band_db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                        }
                         db.iter_mut()
                             .zip(&band_db)
                             .for_each(|(a, &v)| *a += v as f64);
