@@ -27,8 +27,14 @@
 //!
 //! The transforms are Lavin and Gray's ("Fast Algorithms for Convolutional
 //! Neural Networks", 2016), with interpolation points 0, ±1, ±2 for m = 4.
-//! Every transform works on `LANES` channels (or filters) at once as
-//! fixed-size arrays, which the compiler keeps in vector registers.
+//! Every transform works on 16 channels (or filters) at once, one vector
+//! per transform point ([`Wide`]: AVX-512 intrinsics where the CPU has
+//! them, arrays the compiler vectorises elsewhere), the last block of a
+//! channel count that is not a multiple of 16 through masked loads and
+//! stores. Tiles wholly inside the input (or output) load without
+//! per-pixel checks; only edge tiles test each pixel. The output
+//! transform adds the bias and applies the ReLU before its stores, and the
+//! filter gradient's `dY` transform sums the bias gradient on the way.
 
 // The small transform matrices read best written out with indices.
 #![allow(clippy::needless_range_loop)]
