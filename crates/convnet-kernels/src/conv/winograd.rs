@@ -27,15 +27,21 @@
 //!
 //! The transforms are Lavin and Gray's ("Fast Algorithms for Convolutional
 //! Neural Networks", 2016), with interpolation points 0, ±1, ±2 for m = 4.
-//! Every transform works on `LANES` channels (or filters) at once as
-//! fixed-size arrays, which the compiler keeps in vector registers.
+//! Every transform works on 16 channels (or filters) at once, one vector
+//! per transform point ([`Wide`]: AVX-512 intrinsics where the CPU has
+//! them, arrays the compiler vectorises elsewhere), the last block of a
+//! channel count that is not a multiple of 16 through masked loads and
+//! stores. Tiles wholly inside the input (or output) load without
+//! per-pixel checks; only edge tiles test each pixel. The output
+//! transform adds the bias and applies the ReLU before its stores, and the
+//! filter gradient's `dY` transform sums the bias gradient on the way.
 
 // The small transform matrices read best written out with indices.
 #![allow(clippy::needless_range_loop)]
 
 use rayon::prelude::*;
 
-use super::{forward::epilogue_tile, ConvGeometry, Epilogue, FILTER_PARTIALS};
+use super::{ConvGeometry, Epilogue, FILTER_PARTIALS};
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::Pads;
 
@@ -77,66 +83,210 @@ pub(super) fn default_tile(g: &ConvGeometry) -> usize {
 }
 
 /// Channels (or filters) per step of the transforms: 16 floats, one
-/// AVX-512 register or two AVX2 ones.
+/// AVX-512 register (or what the portable build makes of `[f32; 16]`).
 const LANES: usize = 16;
 
+/// A vector of [`LANES`] `f32`s, the unit the transforms work on: one
+/// channel block of one transform point. Loads and stores take a mask
+/// (the first `n` lanes), so the last block of a channel count that is not
+/// a multiple of 16 goes through the same code.
+trait Wide: Copy {
+    /// Which lanes a load or store touches.
+    type Mask: Copy;
+    /// The first `n` lanes (`1 <= n <= 16`).
+    fn mask(n: usize) -> Self::Mask;
+    /// The masked lanes from `p`, zero elsewhere.
+    ///
+    /// # Safety
+    /// The masked lanes of `p` must be readable.
+    unsafe fn load(p: *const f32, m: Self::Mask) -> Self;
+    /// Stores the masked lanes to `p`.
+    ///
+    /// # Safety
+    /// The masked lanes of `p` must be writable.
+    unsafe fn store(self, p: *mut f32, m: Self::Mask);
+    /// All lanes zero.
+    fn zero() -> Self;
+    /// `self + b`.
+    fn add(self, b: Self) -> Self;
+    /// `self - b`.
+    fn sub(self, b: Self) -> Self;
+    /// `self * k + b` (fused where the CPU has FMA).
+    fn madd(self, k: f32, b: Self) -> Self;
+    /// `max(self, 0)`, zero for NaN as `f32::max(x, 0.0)`.
+    fn relu(self) -> Self;
+}
+
+/// The portable [`Wide`]: plain arrays, which the compiler vectorises for
+/// whatever the target has.
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Wide for Portable {
+    type Mask = usize;
+    #[inline(always)]
+    fn mask(n: usize) -> usize {
+        n.min(LANES)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32, n: usize) -> Self {
+        let mut out = [0.0f32; LANES];
+        if n == LANES {
+            // SAFETY: the caller guarantees the 16 values are readable.
+            out = unsafe { *(p as *const [f32; LANES]) };
+        } else {
+            for (l, o) in out.iter_mut().enumerate().take(n) {
+                // SAFETY: lane `l < n` is readable (caller).
+                *o = unsafe { *p.add(l) };
+            }
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, n: usize) {
+        if n == LANES {
+            // SAFETY: the caller guarantees the 16 values are writable.
+            unsafe { *(p as *mut [f32; LANES]) = self.0 };
+        } else {
+            for (l, &v) in self.0.iter().enumerate().take(n) {
+                // SAFETY: lane `l < n` is writable (caller).
+                unsafe { *p.add(l) = v };
+            }
+        }
+    }
+    #[inline(always)]
+    fn zero() -> Self {
+        Portable([0.0; LANES])
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|l| self.0[l] + b.0[l]))
+    }
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|l| self.0[l] - b.0[l]))
+    }
+    #[inline(always)]
+    fn madd(self, k: f32, b: Self) -> Self {
+        Portable(std::array::from_fn(|l| self.0[l] * k + b.0[l]))
+    }
+    #[inline(always)]
+    fn relu(self) -> Self {
+        Portable(self.0.map(|v| v.max(0.0)))
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+use avx512::Zmm;
+
+/// The AVX-512 [`Wide`], in a module of its own: the intrinsics are stable
+/// since Rust 1.89, newer than the workspace's `rust-version`, and only
+/// compiled when `build.rs` found such a compiler.
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Wide;
+
+    /// One AVX-512 register of lanes.
+    ///
+    /// Only code reached through a `#[target_feature(enable = "avx512f")]`
+    /// function, itself called only after `is_x86_feature_detected!` found
+    /// the feature, may use this type: that is what makes the intrinsics
+    /// below sound (see [`super::Path`]).
+    #[derive(Clone, Copy)]
+    pub(super) struct Zmm(__m512);
+
+    // SAFETY (every `unsafe` block below): the CPU has AVX-512F (see the
+    // type's documentation); masked lanes are not touched, and the caller
+    // of `load`/`store` guarantees the others are in bounds.
+    impl Wide for Zmm {
+        type Mask = __mmask16;
+        #[inline(always)]
+        fn mask(n: usize) -> __mmask16 {
+            if n >= 16 {
+                0xffff
+            } else {
+                ((1u32 << n) - 1) as __mmask16
+            }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, m: __mmask16) -> Self {
+            Zmm(unsafe { _mm512_maskz_loadu_ps(m, p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, m: __mmask16) {
+            unsafe { _mm512_mask_storeu_ps(p, m, self.0) }
+        }
+        #[inline(always)]
+        fn zero() -> Self {
+            Zmm(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Zmm(unsafe { _mm512_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Zmm(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn madd(self, k: f32, b: Self) -> Self {
+            Zmm(unsafe { _mm512_fmadd_ps(self.0, _mm512_set1_ps(k), b.0) })
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            // vmaxps returns the second operand when either is NaN.
+            Zmm(unsafe { _mm512_max_ps(self.0, _mm512_setzero_ps()) })
+        }
+    }
+}
+
+/// Which build of the transforms runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// [`Zmm`] (with Rust 1.89 or newer, on a CPU with AVX-512F).
+    #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+    Avx512,
+    /// [`Portable`].
+    Portable,
+}
+
+impl Path {
+    /// The widest build this CPU runs.
+    fn detect() -> Self {
+        #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+        if is_x86_feature_detected!("avx512f") {
+            return Path::Avx512;
+        }
+        Path::Portable
+    }
+
+    /// Every build this CPU runs (the tests compare them).
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut out = vec![Path::Portable];
+        #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+        if is_x86_feature_detected!("avx512f") {
+            out.push(Path::Avx512);
+        }
+        out
+    }
+}
+
 /// One Winograd variant F(M x M, 3x3): input tiles `T x T` (`T = M + 2`),
-/// `P = T * T` transform points. The 1-D maps work on scalars; the 2-D
-/// transforms apply them to `L` channels at once (see [`sandwich`]).
+/// `P = T * T` transform points. The 1-D maps work on vectors of channels;
+/// the 2-D transforms apply them along the rows, then down the columns.
 trait Variant<const M: usize, const T: usize, const P: usize> {
     /// `G`, `T x 3`: the filter transform `U = G g Gᵀ`.
     const G: [[f64; 3]; T];
     /// `Bᵀ x`: `T` values to `T`.
-    fn bt(x: [f32; T]) -> [f32; T];
+    fn bt<W: Wide>(x: [W; T]) -> [W; T];
     /// `Aᵀ x`: `T` values to `M`.
-    fn at(x: [f32; T]) -> [f32; M];
+    fn at<W: Wide>(x: [W; T]) -> [W; M];
     /// `A x`: `M` values to `T`.
-    fn a(x: [f32; M]) -> [f32; T];
-}
-
-/// `res = F x Fᵀ` on `L` lanes, for a `K x K` block `x` (rows of lanes) and
-/// a linear map `F` (`K` values to `R`) given as `f`: `f` down every column
-/// into `tmp`, then along every row of `tmp`. The innermost loops run over
-/// the lanes with scalar bodies, which the compiler turns into vector
-/// instructions over the channels.
-#[inline(always)]
-fn sandwich<const K: usize, const R: usize, const L: usize>(
-    x: &[[&[f32; L]; K]; K],
-    f: impl Fn([f32; K]) -> [f32; R],
-    tmp: &mut [[[f32; L]; K]; R],
-    res: &mut [[[f32; L]; R]; R],
-) {
-    for j in 0..K {
-        for l in 0..L {
-            let mut col = [0.0f32; K];
-            for i in 0..K {
-                col[i] = x[i][j][l];
-            }
-            let y = f(col);
-            for i in 0..R {
-                tmp[i][j][l] = y[i];
-            }
-        }
-    }
-    for i in 0..R {
-        for l in 0..L {
-            let mut row = [0.0f32; K];
-            for j in 0..K {
-                row[j] = tmp[i][j][l];
-            }
-            let y = f(row);
-            for k in 0..R {
-                res[i][k][l] = y[k];
-            }
-        }
-    }
-}
-
-/// `L` values of `s` from `at`, as an array reference.
-#[inline(always)]
-fn lanes<const L: usize>(s: &[f32], at: usize) -> &[f32; L] {
-    // The slice has exactly L elements, so the conversion cannot fail.
-    s[at..at + L].try_into().unwrap()
+    fn a<W: Wide>(x: [W; M]) -> [W; T];
 }
 
 /// F(2x2, 3x3).
@@ -151,18 +301,23 @@ impl Variant<2, 4, 16> for F2 {
     ];
 
     #[inline(always)]
-    fn bt(x: [f32; 4]) -> [f32; 4] {
-        [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
+    fn bt<W: Wide>(x: [W; 4]) -> [W; 4] {
+        [
+            x[0].sub(x[2]),
+            x[1].add(x[2]),
+            x[2].sub(x[1]),
+            x[1].sub(x[3]),
+        ]
     }
 
     #[inline(always)]
-    fn at(x: [f32; 4]) -> [f32; 2] {
-        [x[0] + x[1] + x[2], x[1] - x[2] - x[3]]
+    fn at<W: Wide>(x: [W; 4]) -> [W; 2] {
+        [x[0].add(x[1]).add(x[2]), x[1].sub(x[2]).sub(x[3])]
     }
 
     #[inline(always)]
-    fn a(x: [f32; 2]) -> [f32; 4] {
-        [x[0], x[0] + x[1], x[0] - x[1], -x[1]]
+    fn a<W: Wide>(x: [W; 2]) -> [W; 4] {
+        [x[0], x[0].add(x[1]), x[0].sub(x[1]), W::zero().sub(x[1])]
     }
 }
 
@@ -180,41 +335,43 @@ impl Variant<4, 6, 36> for F4 {
     ];
 
     #[inline(always)]
-    fn bt(x: [f32; 6]) -> [f32; 6] {
+    fn bt<W: Wide>(x: [W; 6]) -> [W; 6] {
         // Bᵀ rows: [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
         // [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1].
-        let x42 = x[4] - x[2];
-        let x31 = 2.0 * (x[3] - x[1]);
+        let x42 = x[4].sub(x[2]);
+        let x31 = x[3].sub(x[1]);
+        let x31 = x31.add(x31);
         [
-            4.0 * x[0] - 5.0 * x[2] + x[4],
-            x[3] + x[4] - 4.0 * (x[1] + x[2]),
-            x[4] - x[3] + 4.0 * (x[1] - x[2]),
-            x42 + x31,
-            x42 - x31,
-            4.0 * x[1] - 5.0 * x[3] + x[5],
+            x[0].madd(4.0, x[2].madd(-5.0, x[4])),
+            x[1].add(x[2]).madd(-4.0, x[3].add(x[4])),
+            x[1].sub(x[2]).madd(4.0, x[4].sub(x[3])),
+            x42.add(x31),
+            x42.sub(x31),
+            x[1].madd(4.0, x[3].madd(-5.0, x[5])),
         ]
     }
 
     #[inline(always)]
-    fn at(x: [f32; 6]) -> [f32; 4] {
+    fn at<W: Wide>(x: [W; 6]) -> [W; 4] {
         // Aᵀ rows: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0],
         // [0 1 -1 8 -8 1].
-        let (s12, d12) = (x[1] + x[2], x[1] - x[2]);
-        let (s34, d34) = (x[3] + x[4], x[3] - x[4]);
+        let (s12, d12) = (x[1].add(x[2]), x[1].sub(x[2]));
+        let (s34, d34) = (x[3].add(x[4]), x[3].sub(x[4]));
         [
-            x[0] + s12 + s34,
-            d12 + 2.0 * d34,
-            s12 + 4.0 * s34,
-            d12 + 8.0 * d34 + x[5],
+            x[0].add(s12).add(s34),
+            d34.madd(2.0, d12),
+            s34.madd(4.0, s12),
+            d34.madd(8.0, d12).add(x[5]),
         ]
     }
 
     #[inline(always)]
-    fn a(x: [f32; 4]) -> [f32; 6] {
+    fn a<W: Wide>(x: [W; 4]) -> [W; 6] {
         // A = (Aᵀ)ᵀ: the columns of Aᵀ are its rows.
-        let (e, o) = (x[0] + x[2], x[1] + x[3]);
-        let (e4, o4) = (x[0] + 4.0 * x[2], 2.0 * (x[1] + 4.0 * x[3]));
-        [x[0], e + o, e - o, e4 + o4, e4 - o4, x[3]]
+        let (e, o) = (x[0].add(x[2]), x[1].add(x[3]));
+        let e4 = x[2].madd(4.0, x[0]);
+        let o4 = x[3].madd(8.0, x[1].add(x[1]));
+        [x[0], e.add(o), e.sub(o), e4.add(o4), e4.sub(o4), x[3]]
     }
 }
 
@@ -282,125 +439,508 @@ impl Tiling {
     }
 }
 
+/// Elements of a `c x f` matrix per step of the kernel transforms: their
+/// f64 sums (4 KiB) stay in L1 (summing whole 64 x 128 matrices went
+/// through L2 and took longer than the scalar transform it replaced).
+const KERNEL_CHUNK: usize = 512;
+
 /// `U = G g Gᵀ` for every (channel, filter): `T * T` matrices `c x f`.
+/// Point `(i, j)` is `sum over taps (a, b) of G[i][a] G[j][b] g[a][b]`,
+/// nine multiply-adds per element of a `c x f` matrix, in f64, one point
+/// per task.
 fn transform_kernel<const T: usize>(
     g: &ConvGeometry,
     gm: &[[f64; 3]; T],
     kernel: &[f32],
 ) -> Vec<f32> {
-    let (c, f) = (g.c, g.f);
-    let mut u = vec![0.0f32; T * T * c * f];
-    for ch in 0..c {
-        for fl in 0..f {
-            let w = |i: usize, j: usize| kernel[((i * 3 + j) * c + ch) * f + fl] as f64;
-            // t = G w (T x 3), then U = t Gᵀ (T x T).
-            let t: [[f64; 3]; T] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| (0..3).map(|a| gm[i][a] * w(a, j)).sum())
-            });
-            for i in 0..T {
-                for j in 0..T {
-                    let v: f64 = (0..3).map(|b| t[i][b] * gm[j][b]).sum();
-                    u[((i * T + j) * c + ch) * f + fl] = v as f32;
+    let cf = g.c * g.f;
+    let mut u = vec![0.0f32; T * T * cf];
+    u.par_chunks_mut(cf.max(1)).enumerate().for_each(|(p, up)| {
+        let (i, j) = (p / T, p % T);
+        // In chunks whose sums stay in L1.
+        let mut acc = [0.0f64; KERNEL_CHUNK];
+        for (e, out) in up.chunks_mut(KERNEL_CHUNK).enumerate() {
+            let (e0, acc) = (e * KERNEL_CHUNK, &mut acc[..out.len()]);
+            acc.fill(0.0);
+            for a in 0..3 {
+                for b in 0..3 {
+                    let k = gm[i][a] * gm[j][b];
+                    if k != 0.0 {
+                        let tap = &kernel[(a * 3 + b) * cf + e0..];
+                        acc.iter_mut()
+                            .zip(tap)
+                            .for_each(|(s, &w)| *s += k * w as f64);
+                    }
                 }
             }
+            out.iter_mut().zip(&*acc).for_each(|(o, &v)| *o = v as f32);
         }
-    }
+    });
     u
 }
 
-/// `dg = Gᵀ dU G` for every (channel, filter), into HWIO `dkernel`.
+/// `dg = Gᵀ dU G` for every (channel, filter), into HWIO `dkernel`: tap
+/// `(a, b)` is `sum over points (i, j) of G[i][a] G[j][b] dU[i][j]`, in
+/// f64, one tap per task.
 fn untransform_kernel<const T: usize>(
     g: &ConvGeometry,
     gm: &[[f64; 3]; T],
     du: &[f32],
     dkernel: &mut [f32],
 ) {
-    let (c, f) = (g.c, g.f);
-    for ch in 0..c {
-        for fl in 0..f {
-            let u = |i: usize, j: usize| du[((i * T + j) * c + ch) * f + fl] as f64;
-            // t = Gᵀ dU (3 x T), then dg = t G (3 x 3).
-            let t: [[f64; T]; 3] = std::array::from_fn(|a| {
-                std::array::from_fn(|j| (0..T).map(|i| gm[i][a] * u(i, j)).sum())
-            });
-            for a in 0..3 {
-                for b in 0..3 {
-                    let v: f64 = (0..T).map(|j| t[a][j] * gm[j][b]).sum();
-                    dkernel[((a * 3 + b) * c + ch) * f + fl] = v as f32;
+    let cf = g.c * g.f;
+    dkernel[..9 * cf]
+        .par_chunks_mut(cf.max(1))
+        .enumerate()
+        .for_each(|(tap, out)| {
+            let (a, b) = (tap / 3, tap % 3);
+            // In chunks whose sums stay in L1.
+            let mut acc = [0.0f64; KERNEL_CHUNK];
+            for (e, out) in out.chunks_mut(KERNEL_CHUNK).enumerate() {
+                let (e0, acc) = (e * KERNEL_CHUNK, &mut acc[..out.len()]);
+                acc.fill(0.0);
+                for i in 0..T {
+                    for j in 0..T {
+                        let k = gm[i][a] * gm[j][b];
+                        if k != 0.0 {
+                            let p = i * T + j;
+                            acc.iter_mut()
+                                .zip(&du[p * cf + e0..])
+                                .for_each(|(s, &v)| *s += k * v as f64);
+                        }
+                    }
                 }
+                out.iter_mut().zip(&*acc).for_each(|(o, &v)| *o = v as f32);
             }
+        });
+}
+
+/// Channel blocks of `c` channels: `(first channel, lanes)`, 16 lanes but
+/// for the last.
+fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..c)
+        .step_by(LANES)
+        .map(move |ch| (ch, (c - ch).min(LANES)))
+}
+
+/// `V = Bᵀ d B` of one tile and channel block: `ld(i, j)` gives the input
+/// at tile row `i`, column `j`; point `p` goes to `dst + p * stride`.
+///
+/// # Safety
+/// The masked lanes at every `dst + p * stride` must be writable.
+#[inline(always)]
+unsafe fn input_tile<W: Wide, const M: usize, const T: usize, const P: usize, V>(
+    ld: impl Fn(usize, usize) -> W,
+    dst: *mut f32,
+    stride: usize,
+    mask: W::Mask,
+) where
+    V: Variant<M, T, P>,
+{
+    // Along each row, then down each column.
+    let rows: [[W; T]; T] = std::array::from_fn(|i| V::bt(std::array::from_fn(|j| ld(i, j))));
+    for k in 0..T {
+        let col = V::bt(std::array::from_fn(|i| rows[i][k]));
+        for (i, v) in col.into_iter().enumerate() {
+            // SAFETY: the caller guarantees point i * T + k is writable.
+            unsafe { v.store(dst.add((i * T + k) * stride), mask) };
         }
     }
 }
 
 /// `V = Bᵀ d B` for the tiles of global tile rows `[r0, r1)`, into `v`
-/// (`P` matrices `tiles x c`, `tiles = (r1 - r0) * tx`).
-fn transform_input<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>>(
+/// (`P` matrices `tiles x c`, `tiles = (r1 - r0) * tx`). Tiles wholly
+/// inside the input load without checks; the others read zeros outside.
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[inline(always)]
+unsafe fn input_band<W: Wide, const M: usize, const T: usize, const P: usize, V>(
     g: &ConvGeometry,
     t: &Tiling,
     input: &[f32],
     rows: (usize, usize),
     v: &mut [f32],
-) {
+) where
+    V: Variant<M, T, P>,
+{
     let c = g.c;
     let tiles = (rows.1 - rows.0) * t.tx;
-    let mut tmp = [[[0.0f32; LANES]; T]; T];
-    let mut res = [[[0.0f32; LANES]; T]; T];
-    let (mut tmp1, mut res1) = ([[[0.0f32; 1]; T]; T], [[[0.0f32; 1]; T]; T]);
+    let stride = tiles * c;
+    assert!(v.len() >= P * stride && input.len() >= g.n * g.h * g.w * c);
+    let (h, w) = (g.h as isize, g.w as isize);
+    let (src, dst) = (input.as_ptr(), v.as_mut_ptr());
     for (n, img, tr, tc) in t.tiles(rows) {
         let y0 = (M * tr) as isize - g.pads.top as isize;
         let x0 = (M * tc) as isize - g.pads.left as isize;
-        // Offsets of the tile's pixels; None is padding.
-        let mut at = [[None; T]; T];
-        for i in 0..T {
-            for j in 0..T {
-                let (y, x) = (y0 + i as isize, x0 + j as isize);
-                if y >= 0 && x >= 0 && y < g.h as isize && x < g.w as isize {
-                    at[i][j] = Some(((img * g.h + y as usize) * g.w + x as usize) * c);
-                }
-            }
-        }
-        let mut ch = 0;
-        while ch + LANES <= c {
-            let zero = [0.0f32; LANES];
-            let mut x = [[&zero; T]; T];
-            for i in 0..T {
-                for j in 0..T {
-                    if let Some(o) = at[i][j] {
-                        x[i][j] = lanes(input, o + ch);
-                    }
-                }
-            }
-            sandwich(&x, V::bt, &mut tmp, &mut res);
-            for i in 0..T {
-                for k in 0..T {
-                    let o = ((i * T + k) * tiles + n) * c + ch;
-                    v[o..o + LANES].copy_from_slice(&res[i][k]);
-                }
-            }
-            ch += LANES;
-        }
-        for ch in ch..c {
-            let zero = [0.0f32; 1];
-            let mut x = [[&zero; T]; T];
-            for i in 0..T {
-                for j in 0..T {
-                    if let Some(o) = at[i][j] {
-                        x[i][j] = lanes(input, o + ch);
-                    }
-                }
-            }
-            sandwich(&x, V::bt, &mut tmp1, &mut res1);
-            for i in 0..T {
-                for k in 0..T {
-                    v[((i * T + k) * tiles + n) * c + ch] = res1[i][k][0];
+        let inside = y0 >= 0 && x0 >= 0 && y0 + T as isize <= h && x0 + T as isize <= w;
+        // Pixel (y, x) of this image, which may lie outside it.
+        let pixel = |y: isize, x: isize| ((img as isize * h + y) * w + x) * c as isize;
+        let corner = pixel(y0, x0);
+        for (ch, lanes) in blocks(c) {
+            let mask = W::mask(lanes);
+            // SAFETY: tile n's points lie in v (asserted above, n < tiles,
+            // ch + lanes <= c); every load is of a pixel inside the image
+            // (checked per tile, or per pixel at the edges), ch + lanes <= c.
+            unsafe {
+                let out = dst.add(n * c + ch);
+                if inside {
+                    let at = src.offset(corner).add(ch);
+                    input_tile::<W, M, T, P, V>(
+                        |i, j| W::load(at.add((i * g.w + j) * c), mask),
+                        out,
+                        stride,
+                        mask,
+                    );
+                } else {
+                    input_tile::<W, M, T, P, V>(
+                        |i, j| {
+                            let (y, x) = (y0 + i as isize, x0 + j as isize);
+                            if y >= 0 && x >= 0 && y < h && x < w {
+                                W::load(src.offset(pixel(y, x)).add(ch), mask)
+                            } else {
+                                W::zero()
+                            }
+                        },
+                        out,
+                        stride,
+                        mask,
+                    );
                 }
             }
         }
     }
 }
 
+/// `Y = Aᵀ M A` of one tile and filter block, plus `bias` and the ReLU
+/// when `relu`: point `p` at `src + p * stride`; output `(i, j)` goes to
+/// `st(i, j, y)`.
+///
+/// # Safety
+/// The masked lanes at every `src + p * stride` must be readable.
+#[inline(always)]
+unsafe fn output_tile<W: Wide, const M: usize, const T: usize, const P: usize, V>(
+    src: *const f32,
+    stride: usize,
+    mask: W::Mask,
+    bias: W,
+    relu: bool,
+    mut st: impl FnMut(usize, usize, W),
+) where
+    V: Variant<M, T, P>,
+{
+    // SAFETY: the caller guarantees every point is readable.
+    let rows: [[W; M]; T] = std::array::from_fn(|i| {
+        V::at(std::array::from_fn(|j| unsafe {
+            W::load(src.add((i * T + j) * stride), mask)
+        }))
+    });
+    for j in 0..M {
+        let col = V::at(std::array::from_fn(|i| rows[i][j]));
+        for (i, y) in col.into_iter().enumerate() {
+            let y = y.add(bias);
+            st(i, j, if relu { y.relu() } else { y });
+        }
+    }
+}
+
+/// The output transform of a band: `Y = Aᵀ M A` for the tiles of global
+/// tile rows `[r0, r1)` from `m` (`P` matrices `tiles x f`), with the bias
+/// and the ReLU, into `out` (the band's output pixels, from pixel `base`).
+/// Tiles past the output's edge drop their outside outputs.
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn output_band<W: Wide, const M: usize, const T: usize, const P: usize, V>(
+    g: &ConvGeometry,
+    t: &Tiling,
+    rows: (usize, usize),
+    m: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    base: usize,
+) where
+    V: Variant<M, T, P>,
+{
+    let f = g.f;
+    let tiles = (rows.1 - rows.0) * t.tx;
+    let stride = tiles * f;
+    assert!(m.len() >= P * stride);
+    assert!(out.len() >= (t.pixel_offset(g, rows.1) - base) * f);
+    assert!(bias.is_none_or(|b| b.len() >= f));
+    let (src, dst) = (m.as_ptr(), out.as_mut_ptr());
+    for (n, img, tr, tc) in t.tiles(rows) {
+        let nr = (g.oh - M * tr).min(M);
+        let nc = (g.ow - M * tc).min(M);
+        let corner = ((img * g.oh + M * tr) * g.ow + M * tc - base) * f;
+        for (fl, lanes) in blocks(f) {
+            let mask = W::mask(lanes);
+            // SAFETY: tile n's points lie in m (asserted), fl + lanes <= f;
+            // the outputs stored, rows < nr and columns < nc, are pixels of
+            // this band (asserted: the band ends at pixel_offset(r1)).
+            unsafe {
+                let b = bias.map_or(W::zero(), |b| W::load(b.as_ptr().add(fl), mask));
+                let (from, to) = (src.add(n * f + fl), dst.add(corner + fl));
+                let at = |i: usize, j: usize| to.add((i * g.ow + j) * f);
+                if nr == M && nc == M {
+                    output_tile::<W, M, T, P, V>(from, stride, mask, b, relu, |i, j, y| {
+                        y.store(at(i, j), mask)
+                    });
+                } else {
+                    output_tile::<W, M, T, P, V>(from, stride, mask, b, relu, |i, j, y| {
+                        if i < nr && j < nc {
+                            y.store(at(i, j), mask)
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `dM = A dY Aᵀ` of one tile and filter block: `ld(i, j)` gives the
+/// output gradient at tile row `i`, column `j`; point `p` goes to
+/// `dst + p * stride`. Returns the sum of the tile's `dY` (for the bias
+/// gradient).
+///
+/// # Safety
+/// The masked lanes at every `dst + p * stride` must be writable.
+#[inline(always)]
+unsafe fn gradient_tile<W: Wide, const M: usize, const T: usize, const P: usize, V>(
+    ld: impl Fn(usize, usize) -> W,
+    dst: *mut f32,
+    stride: usize,
+    mask: W::Mask,
+) -> W
+where
+    V: Variant<M, T, P>,
+{
+    let x: [[W; M]; M] = std::array::from_fn(|i| std::array::from_fn(|j| ld(i, j)));
+    let sum = x
+        .iter()
+        .map(|r| r.iter().fold(W::zero(), |a, &b| a.add(b)))
+        .fold(W::zero(), |a, b| a.add(b));
+    let rows: [[W; T]; M] = x.map(V::a);
+    for k in 0..T {
+        let col = V::a(std::array::from_fn(|i| rows[i][k]));
+        for (i, v) in col.into_iter().enumerate() {
+            // SAFETY: the caller guarantees point i * T + k is writable.
+            unsafe { v.store(dst.add((i * T + k) * stride), mask) };
+        }
+    }
+    sum
+}
+
+/// `dM = A dY Aᵀ` for the tiles of global tile rows `[r0, r1)` into `dm`
+/// (`P` matrices `tiles x f`); outputs past the edge count as 0. Adds
+/// the band's `dY`, summed over its pixels, to `db` (`f` values).
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[inline(always)]
+unsafe fn gradient_band<W: Wide, const M: usize, const T: usize, const P: usize, V>(
+    g: &ConvGeometry,
+    t: &Tiling,
+    dy: &[f32],
+    rows: (usize, usize),
+    dm: &mut [f32],
+    db: &mut [f32],
+) where
+    V: Variant<M, T, P>,
+{
+    let f = g.f;
+    let tiles = (rows.1 - rows.0) * t.tx;
+    let stride = tiles * f;
+    assert!(dm.len() >= P * stride && dy.len() >= g.n * g.oh * g.ow * f && db.len() >= f);
+    let (src, dst, sums) = (dy.as_ptr(), dm.as_mut_ptr(), db.as_mut_ptr());
+    for (n, img, tr, tc) in t.tiles(rows) {
+        let nr = (g.oh - M * tr).min(M);
+        let nc = (g.ow - M * tc).min(M);
+        let corner = ((img * g.oh + M * tr) * g.ow + M * tc) * f;
+        for (fl, lanes) in blocks(f) {
+            let mask = W::mask(lanes);
+            // SAFETY: tile n's points lie in dm (asserted), fl + lanes <= f;
+            // the loads, rows < nr and columns < nc, are pixels of dy.
+            unsafe {
+                let (from, to) = (src.add(corner + fl), dst.add(n * f + fl));
+                let at = |i: usize, j: usize| from.add((i * g.ow + j) * f);
+                let sum = if nr == M && nc == M {
+                    gradient_tile::<W, M, T, P, V>(|i, j| W::load(at(i, j), mask), to, stride, mask)
+                } else {
+                    gradient_tile::<W, M, T, P, V>(
+                        |i, j| {
+                            if i < nr && j < nc {
+                                W::load(at(i, j), mask)
+                            } else {
+                                W::zero()
+                            }
+                        },
+                        to,
+                        stride,
+                        mask,
+                    )
+                };
+                // db has f values (asserted), fl + lanes <= f.
+                W::load(sums.add(fl), mask)
+                    .add(sum)
+                    .store(sums.add(fl), mask);
+            }
+        }
+    }
+}
+
+/// The band transforms built for each [`Path`]: a `#[target_feature]`
+/// function per transform for AVX-512 (the intrinsics inline only there),
+/// the portable one otherwise.
+struct Transforms<const M: usize, const T: usize, const P: usize, V>(std::marker::PhantomData<V>);
+
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+#[allow(clippy::incompatible_msrv)]
+impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
+    /// [`input_band`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_avx512(
+        g: &ConvGeometry,
+        t: &Tiling,
+        input: &[f32],
+        rows: (usize, usize),
+        v: &mut [f32],
+    ) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { input_band::<Zmm, M, T, P, V>(g, t, input, rows, v) }
+    }
+
+    /// [`output_band`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_avx512(
+        g: &ConvGeometry,
+        t: &Tiling,
+        rows: (usize, usize),
+        m: &[f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+        base: usize,
+    ) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { output_band::<Zmm, M, T, P, V>(g, t, rows, m, bias, relu, out, base) }
+    }
+
+    /// [`gradient_band`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gradient_avx512(
+        g: &ConvGeometry,
+        t: &Tiling,
+        dy: &[f32],
+        rows: (usize, usize),
+        dm: &mut [f32],
+        db: &mut [f32],
+    ) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { gradient_band::<Zmm, M, T, P, V>(g, t, dy, rows, dm, db) }
+    }
+}
+
+impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
+    /// [`input_band`] on `path`.
+    fn input(
+        path: Path,
+        g: &ConvGeometry,
+        t: &Tiling,
+        input: &[f32],
+        rows: (usize, usize),
+        v: &mut [f32],
+    ) {
+        match path {
+            // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+            #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+            Path::Avx512 => unsafe { Self::input_avx512(g, t, input, rows, v) },
+            // SAFETY: the portable lanes run anywhere.
+            Path::Portable => unsafe { input_band::<Portable, M, T, P, V>(g, t, input, rows, v) },
+        }
+    }
+
+    /// [`output_band`] on `path`.
+    #[allow(clippy::too_many_arguments)]
+    fn output(
+        path: Path,
+        g: &ConvGeometry,
+        t: &Tiling,
+        rows: (usize, usize),
+        m: &[f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+        base: usize,
+    ) {
+        match path {
+            // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+            #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+            Path::Avx512 => unsafe { Self::output_avx512(g, t, rows, m, bias, relu, out, base) },
+            // SAFETY: the portable lanes run anywhere.
+            Path::Portable => unsafe {
+                output_band::<Portable, M, T, P, V>(g, t, rows, m, bias, relu, out, base)
+            },
+        }
+    }
+
+    /// [`gradient_band`] on `path`.
+    fn gradient(
+        path: Path,
+        g: &ConvGeometry,
+        t: &Tiling,
+        dy: &[f32],
+        rows: (usize, usize),
+        dm: &mut [f32],
+        db: &mut [f32],
+    ) {
+        match path {
+            // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+            #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+            Path::Avx512 => unsafe { Self::gradient_avx512(g, t, dy, rows, dm, db) },
+            // SAFETY: the portable lanes run anywhere.
+            Path::Portable => unsafe {
+                gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm, db)
+            },
+        }
+    }
+}
+
+/// One cache line of `f32`s: the scratch buffers are made of these, so
+/// that with channel counts that are multiples of 16 every vector load
+/// and store of the transformed tiles is aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; LANES]);
+
+/// `v` as `len` values: grown (zero-filled) when too short, never shrunk,
+/// so a thread's scratch is allocated once per run.
+fn scratch(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
+    let lines = len.div_ceil(LANES);
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; LANES]));
+    }
+    // SAFETY: `Line` is `repr(C)` around 16 `f32`s with no padding, so
+    // `lines` of them are `16 * lines >= len` initialised, contiguous
+    // `f32`s, borrowed mutably from `v` for the slice's lifetime.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, len) }
+}
+
 /// Forward convolution with output tiles of side `m` (2 or 4).
+#[allow(clippy::too_many_arguments)]
 fn forward_with_tile(
     g: &ConvGeometry,
     input: &[f32],
@@ -409,11 +949,12 @@ fn forward_with_tile(
     epilogue: Epilogue,
     out: &mut [f32],
     m: usize,
+    path: Path,
 ) {
     if m == 4 {
-        forward_impl::<4, 6, 36, F4>(g, input, kernel, bias, epilogue, out)
+        forward_impl::<4, 6, 36, F4>(g, input, kernel, bias, epilogue, out, path)
     } else {
-        forward_impl::<2, 4, 16, F2>(g, input, kernel, bias, epilogue, out)
+        forward_impl::<2, 4, 16, F2>(g, input, kernel, bias, epilogue, out, path)
     }
 }
 
@@ -429,7 +970,23 @@ pub(super) fn forward(
     m: usize,
 ) {
     let m = if m == 0 { default_tile(g) } else { m };
-    forward_with_tile(g, input, kernel, bias, epilogue, out, m)
+    forward_with_tile(g, input, kernel, bias, epilogue, out, m, Path::detect())
+}
+
+thread_local! {
+    /// Each thread's transformed tiles (V, then M or dM), kept between
+    /// calls: allocating and zeroing them per band cost page faults.
+    static SCRATCH: std::cell::Cell<(Vec<Line>, Vec<Line>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `body` with this thread's scratch buffers (empty ones when a
+/// caller up the stack holds them).
+fn with_scratch<R>(body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>) -> R) -> R {
+    let (mut v, mut m) = SCRATCH.with(|s| s.take());
+    let r = body(&mut v, &mut m);
+    SCRATCH.with(|s| s.set((v, m)));
+    r
 }
 
 fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>>(
@@ -439,10 +996,12 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     out: &mut [f32],
+    path: Path,
 ) {
     let (c, f) = (g.c, g.f);
     let t = Tiling::new(g, M, P, 768 << 10);
     let u = transform_kernel(g, &V::G, kernel);
+    let relu = epilogue == Epilogue::Relu;
     // Each band's rows of the output, contiguous even across images.
     let mut bands = Vec::with_capacity(t.bands());
     let mut rest = out;
@@ -453,15 +1012,14 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
         bands.push((b, band));
         rest = tail;
     }
-    bands.into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(v, m), (b, out_band)| {
+    bands.into_par_iter().for_each(|(b, out_band)| {
+        with_scratch(|v, m| {
             let (r0, r1) = t.band(b);
             let base = t.pixel_offset(g, r0);
             let tiles = (r1 - r0) * t.tx;
-            v.resize(P * tiles * c, 0.0);
-            m.resize(P * tiles * f, 0.0);
-            transform_input::<M, T, P, V>(g, &t, input, (r0, r1), v);
+            let v = scratch(v, P * tiles * c);
+            let m = scratch(m, P * tiles * f);
+            Transforms::<M, T, P, V>::input(path, g, &t, input, (r0, r1), v);
             for p in 0..P {
                 sgemm(
                     tiles,
@@ -476,54 +1034,11 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
                     Parallelism::Sequential,
                 );
             }
-            // Y = Aᵀ M A per tile, straight into the band's rows.
-            let mut tmp = [[[0.0f32; LANES]; T]; M];
-            let mut res = [[[0.0f32; LANES]; M]; M];
-            let (mut tmp1, mut res1) = ([[[0.0f32; 1]; T]; M], [[[0.0f32; 1]; M]; M]);
-            for (n, img, tr, tc) in t.tiles((r0, r1)) {
-                let rows = (g.oh - M * tr).min(M);
-                let cols = (g.ow - M * tc).min(M);
-                let at = |i: usize, j: usize| {
-                    (((img * g.oh + M * tr + i) * g.ow + M * tc + j) - base) * f
-                };
-                let src = |i: usize, j: usize| ((i * T + j) * tiles + n) * f;
-                let mut fl = 0;
-                while fl + LANES <= f {
-                    let zero = [0.0f32; LANES];
-                    let mut x = [[&zero; T]; T];
-                    for i in 0..T {
-                        for j in 0..T {
-                            x[i][j] = lanes(m, src(i, j) + fl);
-                        }
-                    }
-                    sandwich(&x, V::at, &mut tmp, &mut res);
-                    for i in 0..rows {
-                        for j in 0..cols {
-                            let o = at(i, j) + fl;
-                            out_band[o..o + LANES].copy_from_slice(&res[i][j]);
-                        }
-                    }
-                    fl += LANES;
-                }
-                for fl in fl..f {
-                    let zero = [0.0f32; 1];
-                    let mut x = [[&zero; T]; T];
-                    for i in 0..T {
-                        for j in 0..T {
-                            x[i][j] = lanes(m, src(i, j) + fl);
-                        }
-                    }
-                    sandwich(&x, V::at, &mut tmp1, &mut res1);
-                    for i in 0..rows {
-                        for j in 0..cols {
-                            out_band[at(i, j) + fl] = res1[i][j][0];
-                        }
-                    }
-                }
-            }
-            epilogue_tile(out_band, f, bias, epilogue);
-        },
-    );
+            // Y = Aᵀ M A per tile, with the bias and activation, straight
+            // into the band's rows.
+            Transforms::<M, T, P, V>::output(path, g, &t, (r0, r1), m, bias, relu, out_band, base);
+        })
+    });
 }
 
 /// Input gradient as a forward Winograd convolution of `dy` with the
@@ -541,7 +1056,7 @@ pub(super) fn backward_input(
     } else {
         m
     };
-    backward_input_with_tile(g, dy, kernel, dx, m)
+    backward_input_with_tile(g, dy, kernel, dx, m, Path::detect())
 }
 
 /// The forward convolution whose output is the input gradient of `g`.
@@ -576,6 +1091,7 @@ fn backward_input_with_tile(
     kernel: &[f32],
     dx: &mut [f32],
     m: usize,
+    path: Path,
 ) {
     let (c, f) = (g.c, g.f);
     // w'[a][b][f][c] = w[2-a][2-b][c][f].
@@ -591,7 +1107,7 @@ fn backward_input_with_tile(
         }
     }
     let gt = input_gradient_geometry(g);
-    forward_with_tile(&gt, dy, &rotated, None, Epilogue::None, dx, m);
+    forward_with_tile(&gt, dy, &rotated, None, Epilogue::None, dx, m, path);
 }
 
 /// Filter (and bias) gradient; lengths already checked, `fits(g)`. `m` is
@@ -605,10 +1121,23 @@ pub(super) fn backward_filter(
     m: usize,
 ) {
     let m = if m == 0 { default_tile(g) } else { m };
+    backward_filter_with_tile(g, input, dy, dkernel, dbias, m, Path::detect())
+}
+
+/// [`backward_filter`] with output tiles of side `m` (2 or 4).
+fn backward_filter_with_tile(
+    g: &ConvGeometry,
+    input: &[f32],
+    dy: &[f32],
+    dkernel: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    m: usize,
+    path: Path,
+) {
     if m == 4 {
-        backward_filter_impl::<4, 6, 36, F4>(g, input, dy, dkernel, dbias)
+        backward_filter_impl::<4, 6, 36, F4>(g, input, dy, dkernel, dbias, path)
     } else {
-        backward_filter_impl::<2, 4, 16, F2>(g, input, dy, dkernel, dbias)
+        backward_filter_impl::<2, 4, 16, F2>(g, input, dy, dkernel, dbias, path)
     }
 }
 
@@ -618,6 +1147,7 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
     dy: &[f32],
     dkernel: &mut [f32],
     dbias: Option<&mut [f32]>,
+    path: Path,
 ) {
     let (c, f) = (g.c, g.f);
     // Longer bands than the forward pass's (the tiles are the GEMMs' inner
@@ -633,96 +1163,55 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
         .map(|grp| {
             let mut du = vec![0.0f32; P * c * f];
             let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
-            let (mut v, mut dm) = (Vec::new(), Vec::new());
-            let mut tmp = [[[0.0f32; LANES]; M]; T];
-            let mut res = [[[0.0f32; LANES]; T]; T];
-            let (mut tmp1, mut res1) = ([[[0.0f32; 1]; M]; T], [[[0.0f32; 1]; T]; T]);
-            for b in grp * bands / groups..(grp + 1) * bands / groups {
-                let (r0, r1) = t.band(b);
-                let tiles = (r1 - r0) * t.tx;
-                v.resize(P * tiles * c, 0.0);
-                dm.resize(P * tiles * f, 0.0);
-                transform_input::<M, T, P, V>(g, &t, input, (r0, r1), &mut v);
-                // dM = A dY Aᵀ per tile; outputs past the edge count as 0.
-                for (n, img, tr, tc) in t.tiles((r0, r1)) {
-                    let rows = (g.oh - M * tr).min(M);
-                    let cols = (g.ow - M * tc).min(M);
-                    let at = |i: usize, j: usize| {
-                        (i < rows && j < cols)
-                            .then(|| ((img * g.oh + M * tr + i) * g.ow + M * tc + j) * f)
-                    };
-                    let dst = |i: usize, k: usize| ((i * T + k) * tiles + n) * f;
-                    let mut fl = 0;
-                    while fl + LANES <= f {
-                        let zero = [0.0f32; LANES];
-                        let mut x = [[&zero; M]; M];
-                        for i in 0..M {
-                            for j in 0..M {
-                                if let Some(o) = at(i, j) {
-                                    x[i][j] = lanes(dy, o + fl);
-                                }
-                            }
-                        }
-                        sandwich(&x, V::a, &mut tmp, &mut res);
-                        for i in 0..T {
-                            for k in 0..T {
-                                let o = dst(i, k) + fl;
-                                dm[o..o + LANES].copy_from_slice(&res[i][k]);
-                            }
-                        }
-                        fl += LANES;
+            let mut band_db = vec![0.0f32; f];
+            with_scratch(|v, dm| {
+                for b in grp * bands / groups..(grp + 1) * bands / groups {
+                    let (r0, r1) = t.band(b);
+                    let tiles = (r1 - r0) * t.tx;
+                    let v = scratch(v, P * tiles * c);
+                    let dm = scratch(dm, P * tiles * f);
+                    Transforms::<M, T, P, V>::input(path, g, &t, input, (r0, r1), v);
+                    // dM = A dY Aᵀ per tile; outputs past the edge count as 0.
+                    // The band's dY summed on the way, in f32, then added
+                    // to the group's f64 sums.
+                    band_db.fill(0.0);
+                    Transforms::<M, T, P, V>::gradient(path, g, &t, dy, (r0, r1), dm, &mut band_db);
+                    for p in 0..P {
+                        // (c x tiles) x (tiles x f), V stored tiles x c.
+                        sgemm(
+                            c,
+                            tiles,
+                            f,
+                            &v[p * tiles * c..(p + 1) * tiles * c],
+                            Layout::Transposed,
+                            &dm[p * tiles * f..(p + 1) * tiles * f],
+                            Layout::RowMajor,
+                            &mut du[p * c * f..(p + 1) * c * f],
+                            true,
+                            Parallelism::Sequential,
+                        );
                     }
-                    for fl in fl..f {
-                        let zero = [0.0f32; 1];
-                        let mut x = [[&zero; M]; M];
-                        for i in 0..M {
-                            for j in 0..M {
-                                if let Some(o) = at(i, j) {
-                                    x[i][j] = lanes(dy, o + fl);
-                                }
-                            }
-                        }
-                        sandwich(&x, V::a, &mut tmp1, &mut res1);
-                        for i in 0..T {
-                            for k in 0..T {
-                                dm[dst(i, k) + fl] = res1[i][k][0];
-                            }
-                        }
+                    if want_bias {
+                        db.iter_mut()
+                            .zip(&band_db)
+                            .for_each(|(a, &v)| *a += v as f64);
                     }
                 }
-                for p in 0..P {
-                    // (c x tiles) x (tiles x f), V stored tiles x c.
-                    sgemm(
-                        c,
-                        tiles,
-                        f,
-                        &v[p * tiles * c..(p + 1) * tiles * c],
-                        Layout::Transposed,
-                        &dm[p * tiles * f..(p + 1) * tiles * f],
-                        Layout::RowMajor,
-                        &mut du[p * c * f..(p + 1) * c * f],
-                        true,
-                        Parallelism::Sequential,
-                    );
-                }
-                if want_bias {
-                    let (lo, hi) = (t.pixel_offset(g, r0), t.pixel_offset(g, r1));
-                    let mut band_db = vec![0.0f32; f];
-                    for row in dy[lo * f..hi * f].chunks_exact(f) {
-                        band_db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                    }
-                    db.iter_mut()
-                        .zip(&band_db)
-                        .for_each(|(a, &v)| *a += v as f64);
-                }
-            }
+            });
             (du, db)
         })
         .collect();
+    // The partials summed in order, every element alike, on all threads
+    // (one thread spent a millisecond on conv3's 8 x 1.2 MB).
     let mut du = vec![0.0f32; P * c * f];
-    for (part, _) in &partials {
-        du.iter_mut().zip(part).for_each(|(a, &v)| *a += v);
-    }
+    const CHUNK: usize = 4096;
+    du.par_chunks_mut(CHUNK).enumerate().for_each(|(i, d)| {
+        for (part, _) in &partials {
+            d.iter_mut()
+                .zip(&part[i * CHUNK..])
+                .for_each(|(a, &v)| *a += v);
+        }
+    });
     untransform_kernel(g, &V::G, &du, dkernel);
     if let Some(out) = dbias {
         let mut total = vec![0.0f64; f];
@@ -730,5 +1219,175 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
             total.iter_mut().zip(db).for_each(|(a, &v)| *a += v);
         }
         out.iter_mut().zip(&total).for_each(|(o, &v)| *o = v as f32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every build of the transforms ([`Path`]) against f64 nested loops,
+    //! on shapes with interior and edge tiles, tiles past the output's
+    //! edge, padding on each side, and channel counts that are not
+    //! multiples of 16 (the public tests only reach the widest build).
+
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Forward, input gradient and filter gradient by nested loops:
+    /// `(value, magnitude)` per element of each.
+    #[allow(clippy::type_complexity)]
+    fn naive(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> [(Vec<f64>, Vec<f64>); 3] {
+        let zeros = |n: usize| (vec![0.0f64; n], vec![0.0f64; n]);
+        let (mut y, mut dx, mut dw) = (
+            zeros(g.n * g.oh * g.ow * g.f),
+            zeros(x.len()),
+            zeros(w.len()),
+        );
+        let add = |r: &mut (Vec<f64>, Vec<f64>), i: usize, t: f64| {
+            r.0[i] += t;
+            r.1[i] += t.abs();
+        };
+        for img in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let iy = (oy + ky) as isize - g.pads.top as isize;
+                            let ix = (ox + kx) as isize - g.pads.left as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let xi = ((img * g.h + iy as usize) * g.w + ix as usize) * g.c;
+                            let yi = ((img * g.oh + oy) * g.ow + ox) * g.f;
+                            for ch in 0..g.c {
+                                for fl in 0..g.f {
+                                    let wi = ((ky * 3 + kx) * g.c + ch) * g.f + fl;
+                                    let (xv, wv) = (x[xi + ch] as f64, w[wi] as f64);
+                                    let dv = dy[yi + fl] as f64;
+                                    add(&mut y, yi + fl, xv * wv);
+                                    add(&mut dx, xi + ch, dv * wv);
+                                    add(&mut dw, wi, dv * xv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw]
+    }
+
+    #[track_caller]
+    fn assert_close(got: &[f32], want: &(Vec<f64>, Vec<f64>), what: &str) {
+        let largest = want.1.iter().fold(0.0f64, |a, &m| a.max(m));
+        for (i, ((&g, &v), &m)) in got.iter().zip(&want.0).zip(&want.1).enumerate() {
+            let tol = 1e-5 * m + 1e-6 + 3e-5 * largest;
+            assert!(
+                (g as f64 - v).abs() <= tol,
+                "{what}[{i}]: got {g}, want {v} (tolerance {tol})"
+            );
+        }
+    }
+
+    fn check(input: [usize; 4], f: usize, pads: [usize; 4], seed: u64) {
+        let [n, h, w, c] = input;
+        let [top, bottom, left, right] = pads;
+        let padding = crate::Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        };
+        let g = ConvGeometry::new(input, [3, 3, c, f], (1, 1), padding).unwrap();
+        assert!(fits(&g));
+        let x = values(n * h * w * c, seed);
+        let k = values(9 * c * f, seed + 1);
+        let bias = values(f, seed + 2);
+        let dy = values(n * g.oh * g.ow * f, seed + 3);
+        let [want_y, want_dx, want_dw] = naive(&g, &x, &k, &dy);
+        let with_bias = |relu: bool| {
+            let v = want_y
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let v = v + bias[i % f] as f64;
+                    if relu {
+                        v.max(0.0)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            (v, want_y.1.clone())
+        };
+        for path in Path::available() {
+            for m in [2, 4] {
+                let ctx = format!("{path:?} m={m} {g:?}");
+                let mut y = vec![f32::NAN; want_y.0.len()];
+                forward_with_tile(&g, &x, &k, None, Epilogue::None, &mut y, m, path);
+                assert_close(&y, &want_y, &format!("forward {ctx}"));
+                for (relu, epilogue) in [(false, Epilogue::None), (true, Epilogue::Relu)] {
+                    let mut y = vec![f32::NAN; want_y.0.len()];
+                    forward_with_tile(&g, &x, &k, Some(&bias), epilogue, &mut y, m, path);
+                    assert_close(&y, &with_bias(relu), &format!("forward {epilogue:?} {ctx}"));
+                }
+                let mut dx = vec![f32::NAN; x.len()];
+                backward_input_with_tile(&g, &dy, &k, &mut dx, m, path);
+                assert_close(&dx, &want_dx, &format!("input gradient {ctx}"));
+                let mut dw = vec![f32::NAN; k.len()];
+                let mut db = vec![f32::NAN; f];
+                backward_filter_with_tile(&g, &x, &dy, &mut dw, Some(&mut db), m, path);
+                assert_close(&dw, &want_dw, &format!("filter gradient {ctx}"));
+                for (fl, &got) in db.iter().enumerate() {
+                    let want: f64 = dy.iter().skip(fl).step_by(f).map(|&v| v as f64).sum();
+                    assert!((got as f64 - want).abs() < 1e-4, "bias gradient {ctx}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn valid_with_channel_remainders() {
+        // 35 channels: two full blocks and a 3-lane one; 19 filters.
+        check([2, 13, 17, 35], 19, [0; 4], 1);
+    }
+
+    #[test]
+    fn same_padding_full_blocks() {
+        check([1, 10, 9, 16], 32, [1; 4], 2);
+    }
+
+    #[test]
+    fn uneven_padding_and_few_channels() {
+        check([1, 7, 6, 5], 17, [2, 0, 1, 2], 3);
+        check([2, 5, 11, 1], 1, [0, 2, 2, 0], 4);
+    }
+
+    #[test]
+    fn many_interior_tiles() {
+        check([1, 22, 21, 48], 40, [0, 1, 1, 0], 5);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx512_build_is_chosen_where_the_cpu_has_it() {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let want = if cfg!(avx512_intrinsics) && avx512 {
+            "Avx512"
+        } else {
+            "Portable"
+        };
+        assert_eq!(format!("{:?}", Path::detect()), want);
     }
 }
