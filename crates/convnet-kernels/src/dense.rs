@@ -18,12 +18,13 @@ use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::{Result, TensorError};
 
 /// Whether [`dense_forward`] takes [`dense_forward_streamed`] for small
-/// batches. Off: at AVX2 width (the AVX-512 intrinsics need Rust 1.89, above
-/// the workspace's 1.85) the streamed kernel is compute-bound and measured
-/// no faster than the GEMM's AVX-512 kernels on the InceptionV3 head
-/// (32 x 37632 x 1024: 48-57 ms against 52-55 ms of single-thread CPU time,
-/// and 66-81 ms against 52-70 ms wall on two threads of a shared machine).
-const STREAM_FORWARD: bool = false;
+/// batches. On: on the basic CNN's Dense(128) (32 x 36992 x 128, a 19 MB
+/// kernel the GEMM would copy into panels first) the profile's `forward
+/// dense` measured 3.2-4.8 ms against 4.2-5.5 ms by the GEMM (3 alternated
+/// runs of `CONVNET_PROFILE=1 cargo xtask bench basic_cnn`, train and
+/// predict alike). On the InceptionV3 head (32 x 37632 x 1024) the two were
+/// alike at AVX2 width (48-57 ms against 52-55 ms of single-thread CPU).
+const STREAM_FORWARD: bool = true;
 
 /// Batches up to this size use [`dense_forward_streamed`] (when the kernel
 /// is big enough for it to matter, see [`STREAM_MIN_KERNEL`]).
@@ -149,8 +150,8 @@ mod avx2 {
 /// `y = x w (+ b)`, `y` `(m, n)` overwritten; one GEMM on rayon's current
 /// pool (split over the output, so results do not depend on the thread
 /// count), then the bias added row by row. (Small batches with a big
-/// kernel can take [`dense_forward_streamed`] instead, which reads the
-/// kernel once; switched off for now, see `STREAM_FORWARD` in the source.)
+/// kernel take [`dense_forward_streamed`] instead, which reads the
+/// kernel once; see `STREAM_FORWARD` in the source.)
 ///
 /// # Errors
 /// A buffer whose length disagrees with `(m, k)`, `(k, n)`, `(n,)` or
