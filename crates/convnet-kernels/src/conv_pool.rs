@@ -22,7 +22,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::conv::{
-    conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
+    conv2d_backward_filter, conv2d_backward_input, conv2d_forward, conv2d_forward_bands,
+    forward_bands, ConvGeometry, Epilogue,
 };
 use crate::pool::{max_pool2d_backward_masked_uninit, max_pool2d_forward_uninit, PoolGeometry};
 use crate::{Padding, Result, TensorError};
@@ -189,6 +190,11 @@ pub fn conv2d_max_pool_forward(
     if let Some(b) = bias {
         TensorError::check_len(FWD, "bias", &[g.conv.f], b.len())?;
     }
+    if let Some(bands) = forward_bands(&g.conv) {
+        if let Some(plan) = BandPlan::new(g, &bands) {
+            return forward_by_bands(g, &plan, input, kernel, bias, epilogue, out, argmax);
+        }
+    }
     if g.chunk == 1 {
         return forward_per_image(g, input, kernel, bias, epilogue, out, argmax);
     }
@@ -257,6 +263,342 @@ fn forward_per_image(
             .enumerate()
             .try_for_each(|(i, o)| run(i, o, None)),
     }
+}
+
+/// The output rows `[start, end)` of an input of `size` rows that output
+/// row `o` of a pooling with `stride`, leading padding `pad` and window
+/// `size` reads (empty when the window lies wholly in padding).
+fn window(o: usize, stride: usize, pad: usize, len: usize, size: usize) -> (usize, usize) {
+    let lo = (o * stride) as isize - pad as isize;
+    let start = lo.clamp(0, size as isize) as usize;
+    let end = (lo + len as isize).clamp(0, size as isize) as usize;
+    (start, end.max(start))
+}
+
+/// Which pooled rows each band of a banded convolution (see
+/// [`forward_bands`]) computes: those whose windows lie wholly inside the
+/// band (`owned`, a contiguous range of pooled rows numbered through the
+/// batch), and, for a row whose window spans bands (overlapping windows,
+/// say 3x3 with stride 2), each band's share of its maxima (`shared`),
+/// combined in band order afterwards.
+struct BandPlan {
+    /// Each band's convolution rows, numbered through the batch.
+    rows: Vec<(usize, usize)>,
+    /// Each band's pooled rows `[start, end)`.
+    owned: Vec<(usize, usize)>,
+    /// Each band's rows shared with other bands, ascending.
+    shared: Vec<Vec<usize>>,
+}
+
+impl BandPlan {
+    /// The plan for `bands` (each band's convolution rows), or `None` where
+    /// banding does not fit: a pooled window wholly in padding, or argmax
+    /// indices past `u32`.
+    fn new(g: &ConvPoolGeometry, bands: &[(usize, usize)]) -> Option<Self> {
+        let (c, p) = (&g.conv, &g.pool);
+        let chunk_len = g.chunk.min(c.n).checked_mul(c.oh * c.ow * c.f)?;
+        if chunk_len > u32::MAX as usize || bands.is_empty() || p.ow == 0 {
+            return None;
+        }
+        let band_of = |row: usize| bands.partition_point(|&(_, end)| end <= row);
+        let mut owned = vec![(0, 0); bands.len()];
+        let mut shared = vec![Vec::new(); bands.len()];
+        for q in 0..p.n * p.oh {
+            let (lo, hi) = Self::reads(g, q);
+            if lo == hi {
+                return None;
+            }
+            let (first, last) = (band_of(lo), band_of(hi - 1));
+            if last >= bands.len() {
+                return None;
+            }
+            if first == last {
+                let o = &mut owned[first];
+                if o.0 == o.1 {
+                    *o = (q, q + 1);
+                } else if o.1 == q {
+                    o.1 = q + 1;
+                } else {
+                    return None;
+                }
+            } else {
+                (first..=last).for_each(|b| shared[b].push(q));
+            }
+        }
+        Some(BandPlan {
+            rows: bands.to_vec(),
+            owned,
+            shared,
+        })
+    }
+
+    /// The convolution rows (numbered through the batch) that pooled row
+    /// `q` (numbered through the batch) reads.
+    fn reads(g: &ConvPoolGeometry, q: usize) -> (usize, usize) {
+        let (c, p) = (&g.conv, &g.pool);
+        let (img, py) = (q / p.oh, q % p.oh);
+        let (lo, hi) = window(py, p.sh, p.pads.top, p.ph, c.oh);
+        (img * c.oh + lo, img * c.oh + hi)
+    }
+}
+
+/// One band's share of the pooled output.
+struct BandWork<'a> {
+    /// Its owned pooled rows (from `first`), values and argmax.
+    first: usize,
+    out: &'a mut [MaybeUninit<f32>],
+    arg: Option<&'a mut [MaybeUninit<u32>]>,
+    /// Its shares of the rows it has in common with other bands.
+    shared: &'a [usize],
+    shared_out: &'a mut [f32],
+    shared_arg: &'a mut [u32],
+}
+
+/// Running maxima of one pooled row: values and argmax (`ow x f` each).
+#[derive(Default)]
+struct RowMax {
+    m: Vec<f32>,
+    k: Vec<u32>,
+}
+
+/// Max pooling of pooled row `q` (numbered through the batch) over the
+/// convolution rows `[lo, hi)` of its window, which `buf` holds (its first
+/// row being row `b0`): `p.ow x f` maxima into `out` and, when wanted,
+/// their argmax, counted from the first image of the row's chunk. Window
+/// cells in row-major order, the first maximum winning, as
+/// [`max_pool2d_forward`](crate::pool::max_pool2d_forward). A window with
+/// no cells gives 0 and `u32::MAX`. `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn pool_row(
+    g: &ConvPoolGeometry,
+    q: usize,
+    buf: &[f32],
+    b0: usize,
+    (lo, hi): (usize, usize),
+    out: &mut [MaybeUninit<f32>],
+    arg: Option<&mut [MaybeUninit<u32>]>,
+    acc: &mut RowMax,
+) {
+    if arg.is_some() {
+        pool_row_with::<true>(g, q, buf, b0, (lo, hi), acc);
+    } else {
+        pool_row_with::<false>(g, q, buf, b0, (lo, hi), acc);
+    }
+    let len = g.pool.ow * g.conv.f;
+    for (o, &v) in out[..len].iter_mut().zip(&acc.m) {
+        o.write(v);
+    }
+    if let Some(a) = arg {
+        for (o, &v) in a[..len].iter_mut().zip(&acc.k) {
+            o.write(v);
+        }
+    }
+}
+
+/// [`pool_row`]'s maxima into `acc` (the argmax only with `ARG`): the first
+/// cell of each window, then the others in row-major window order, each
+/// cell compared a whole channel vector at a time.
+fn pool_row_with<const ARG: bool>(
+    g: &ConvPoolGeometry,
+    q: usize,
+    buf: &[f32],
+    b0: usize,
+    (lo, hi): (usize, usize),
+    acc: &mut RowMax,
+) {
+    let (c, p) = (&g.conv, &g.pool);
+    let (f, ow) = (c.f, c.ow);
+    let len = p.ow * f;
+    acc.m.clear();
+    acc.m.resize(len, 0.0);
+    acc.k.clear();
+    acc.k.resize(if ARG { len } else { 0 }, u32::MAX);
+    // The first convolution row of this image's chunk: argmax counts from
+    // there.
+    let img = q / p.oh;
+    let chunk_row = img / g.chunk.max(1) * g.chunk.max(1) * c.oh;
+    let cell = |r: usize, x: usize| ((r - b0) * ow + x) * f;
+    let index = |r: usize, x: usize| (((r - chunk_row) * ow + x) * f) as u32;
+    if lo == hi {
+        return;
+    }
+    for px in 0..p.ow {
+        let (x0, x1) = window(px, p.sw, p.pads.left, p.pw, ow);
+        if x0 == x1 {
+            continue;
+        }
+        let at = px * f;
+        acc.m[at..at + f].copy_from_slice(&buf[cell(lo, x0)..cell(lo, x0) + f]);
+        if ARG {
+            let i0 = index(lo, x0);
+            for (ch, k) in acc.k[at..at + f].iter_mut().enumerate() {
+                *k = i0 + ch as u32;
+            }
+        }
+        for r in lo..hi {
+            for x in x0..x1 {
+                if r == lo && x == x0 {
+                    continue;
+                }
+                let src = &buf[cell(r, x)..cell(r, x) + f];
+                let m = &mut acc.m[at..at + f];
+                if ARG {
+                    let i0 = index(r, x);
+                    let k = &mut acc.k[at..at + f];
+                    for ch in 0..f {
+                        let better = src[ch] > m[ch];
+                        m[ch] = if better { src[ch] } else { m[ch] };
+                        k[ch] = if better { i0 + ch as u32 } else { k[ch] };
+                    }
+                } else {
+                    for ch in 0..f {
+                        m[ch] = if src[ch] > m[ch] { src[ch] } else { m[ch] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pooled rows `[first, upto)` of the outputs, `at` being `first`.
+type Rows<'a> = (
+    usize,
+    &'a mut [MaybeUninit<f32>],
+    Option<&'a mut [MaybeUninit<u32>]>,
+);
+
+/// Splits the pooled rows up to `upto` (`row` values each) off the front
+/// of `rest` and `rest_arg`, whose first row is `*at`, and moves `*at`.
+fn take_rows<'a>(
+    upto: usize,
+    row: usize,
+    rest: &mut &'a mut [MaybeUninit<f32>],
+    rest_arg: &mut Option<&'a mut [MaybeUninit<u32>]>,
+    at: &mut usize,
+) -> Rows<'a> {
+    let len = (upto - *at) * row;
+    let (o, tail) = std::mem::take(rest).split_at_mut(len);
+    *rest = tail;
+    let a = rest_arg.take().map(|a| {
+        let (a, tail) = a.split_at_mut(len);
+        *rest_arg = Some(tail);
+        a
+    });
+    let first = *at;
+    *at = upto;
+    (first, o, a)
+}
+
+/// [`conv2d_max_pool_forward`] on a Winograd layer: each band of the
+/// convolution's output is pooled as soon as it is computed, from the
+/// thread's cache; it is never written out. A pooled row whose window
+/// spans two bands gets each band's share of its maxima, combined after.
+#[allow(clippy::too_many_arguments)]
+fn forward_by_bands(
+    g: &ConvPoolGeometry,
+    plan: &BandPlan,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [MaybeUninit<f32>],
+    mut argmax: Option<&mut [MaybeUninit<u32>]>,
+) -> Result<()> {
+    let row = g.pool.ow * g.pool.c;
+    let want_arg = argmax.is_some();
+    // Each band's shares of its shared rows.
+    let mut shared_out: Vec<Vec<f32>> = plan
+        .shared
+        .iter()
+        .map(|s| vec![0.0; s.len() * row])
+        .collect();
+    let mut shared_arg: Vec<Vec<u32>> = plan
+        .shared
+        .iter()
+        .map(|s| vec![0; if want_arg { s.len() * row } else { 0 }])
+        .collect();
+    // Split the outputs into each band's owned rows and the gaps between
+    // them (the shared rows), in order.
+    let mut items = Vec::with_capacity(plan.rows.len());
+    let mut gaps = Vec::new();
+    let (mut rest, mut rest_arg, mut at) = (out, argmax.take(), 0);
+    for (((&(start, end), shared), so), sa) in plan
+        .owned
+        .iter()
+        .zip(&plan.shared)
+        .zip(&mut shared_out)
+        .zip(&mut shared_arg)
+    {
+        if start < end {
+            gaps.push(take_rows(start, row, &mut rest, &mut rest_arg, &mut at));
+        }
+        let (first, out, arg) = take_rows(end.max(at), row, &mut rest, &mut rest_arg, &mut at);
+        items.push(BandWork {
+            first,
+            out,
+            arg,
+            shared,
+            shared_out: so,
+            shared_arg: sa,
+        });
+    }
+    gaps.push(take_rows(
+        g.pool.n * g.pool.oh,
+        row,
+        &mut rest,
+        &mut rest_arg,
+        &mut at,
+    ));
+    let sink = |mut w: BandWork, (b0, b1): (usize, usize), buf: &[f32]| {
+        let mut acc = RowMax::default();
+        let rows = w.out.len() / row.max(1);
+        for i in 0..rows {
+            let q = w.first + i;
+            let o = &mut w.out[i * row..(i + 1) * row];
+            let a = w.arg.as_deref_mut().map(|a| &mut a[i * row..(i + 1) * row]);
+            pool_row(g, q, buf, b0, BandPlan::reads(g, q), o, a, &mut acc);
+        }
+        for (i, &q) in w.shared.iter().enumerate() {
+            let (lo, hi) = BandPlan::reads(g, q);
+            let o = as_uninit(&mut w.shared_out[i * row..(i + 1) * row]);
+            let a = (want_arg).then(|| as_uninit(&mut w.shared_arg[i * row..(i + 1) * row]));
+            pool_row(g, q, buf, b0, (lo.max(b0), hi.min(b1)), o, a, &mut acc);
+        }
+    };
+    conv2d_forward_bands(&g.conv, input, kernel, bias, epilogue, items, &sink)?;
+    // The shared rows: each band's share in band order, the first maximum
+    // winning, as one pass over the whole window would have chosen.
+    let mut next = vec![0usize; plan.rows.len()];
+    for (first, out, mut arg) in gaps {
+        for i in 0..out.len() / row.max(1) {
+            let q = first + i;
+            let o = &mut out[i * row..(i + 1) * row];
+            let mut a = arg.as_deref_mut().map(|a| &mut a[i * row..(i + 1) * row]);
+            let mut seen = false;
+            for b in 0..plan.rows.len() {
+                if plan.shared[b].get(next[b]) != Some(&q) {
+                    continue;
+                }
+                let j = next[b];
+                next[b] += 1;
+                let vals = &shared_out[b][j * row..(j + 1) * row];
+                let args = shared_arg[b].get(j * row..(j + 1) * row);
+                for e in 0..row {
+                    // SAFETY (assume_init_read): written by an earlier band.
+                    let better = !seen || vals[e] > unsafe { o[e].assume_init_read() };
+                    if better {
+                        o[e].write(vals[e]);
+                        if let (Some(a), Some(args)) = (a.as_deref_mut(), args) {
+                            a[e].write(args[e]);
+                        }
+                    }
+                }
+                seen = true;
+            }
+            debug_assert!(seen, "pooled row {q} shared by no band");
+        }
+    }
+    Ok(())
 }
 
 /// The gradients of [`conv2d_max_pool_forward`] from `dout`, the gradient
@@ -474,10 +816,10 @@ fn backward_per_image(
 
 /// A slice of initialised values seen as possibly uninitialised (for a
 /// kernel that writes every element of its output).
-fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the callee
-    // only writes initialised values through it.
-    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+fn as_uninit<T: Copy>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`, and the callee only
+    // writes initialised values through it.
+    unsafe { &mut *(v as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
 /// `total += part`, elementwise.

@@ -218,6 +218,51 @@ fn cases() -> Vec<Case> {
             pool_strides: (2, 2),
             pool_padding: Padding::Valid,
         },
+        // Winograd layers pool each band of the convolution as it is
+        // computed: bands that split an image (3 x 10 tile rows in 2
+        // bands), overlapping 3x3 windows whose rows span two bands, a
+        // filter count that is not a multiple of 16, padded windows, and
+        // small images that bands hold several of.
+        Case {
+            input: [3, 42, 30, 16],
+            kernel: (3, 3),
+            filters: 20,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            pool: (3, 3),
+            pool_strides: (2, 2),
+            pool_padding: Padding::Valid,
+        },
+        Case {
+            input: [3, 66, 30, 16],
+            kernel: (3, 3),
+            filters: 16,
+            strides: (1, 1),
+            padding: Padding::Same,
+            pool: (2, 2),
+            pool_strides: (2, 2),
+            pool_padding: Padding::Valid,
+        },
+        Case {
+            input: [3, 65, 31, 16],
+            kernel: (3, 3),
+            filters: 32,
+            strides: (1, 1),
+            padding: Padding::Same,
+            pool: (3, 3),
+            pool_strides: (2, 2),
+            pool_padding: Padding::Same,
+        },
+        Case {
+            input: [9, 7, 7, 17],
+            kernel: (3, 3),
+            filters: 16,
+            strides: (1, 1),
+            padding: Padding::Same,
+            pool: (3, 3),
+            pool_strides: (1, 1),
+            pool_padding: Padding::Valid,
+        },
         // Padded pooling windows.
         Case {
             input: [3, 8, 7, 4],

@@ -315,6 +315,56 @@ pub fn conv2d_forward_tuned(
     Ok(())
 }
 
+/// What consumes each band of a banded forward pass: the band's item, its
+/// output rows `[first, end)` (numbered through the batch) and their values.
+pub(crate) type BandSink<'a, S> = dyn Fn(S, (usize, usize), &[f32]) + Sync + 'a;
+
+/// The bands the default forward pass computes `g` in, when it runs
+/// through Winograd (`None` otherwise): each band's output rows `[first,
+/// end)`, numbered through the batch (`image * oh + row`), in order,
+/// covering every row once. [`conv2d_forward_bands`] hands them out.
+pub(crate) fn forward_bands(g: &ConvGeometry) -> Option<Vec<(usize, usize)>> {
+    let t = Tuning::for_geometry(g);
+    let some = g.n > 0 && g.oh > 0 && g.ow > 0 && g.f > 0;
+    (some && t.winograd && winograd::fits(g)).then(|| winograd::forward_band_rows(g))
+}
+
+/// The forward convolution of `g` band by band (bands as
+/// [`forward_bands`] gives them, which must be `Some`): each band's output
+/// rows (`rows x ow x f` values, bias and epilogue applied) go to `sink`,
+/// with that band's item of `items` and its row range, while they are in
+/// cache; they are not kept. Buffer lengths are checked as in
+/// [`conv2d_forward`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_forward_bands<S: Send>(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    items: Vec<S>,
+    sink: &BandSink<'_, S>,
+) -> Result<()> {
+    g.check(
+        FWD,
+        &[
+            ("input", &g.input_shape(), input.len()),
+            ("kernel", &g.kernel_shape(), kernel.len()),
+        ],
+    )?;
+    if let Some(b) = bias {
+        TensorError::check_len(FWD, "bias", &[g.f], b.len())?;
+    }
+    if forward_bands(g).is_none_or(|b| b.len() != items.len()) {
+        return Err(TensorError::invalid(
+            FWD,
+            "banded forward pass without Winograd bands to match",
+        ));
+    }
+    winograd::forward_bands(g, input, kernel, bias, epilogue, items, sink);
+    Ok(())
+}
+
 /// Gradient with respect to the input: `dx` (`(n, h, w, c)`, overwritten)
 /// from `dy` (`(n, oh, ow, f)`) and the kernel `(kh, kw, c, f)`.
 ///

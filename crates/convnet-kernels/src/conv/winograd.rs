@@ -41,7 +41,7 @@
 
 use rayon::prelude::*;
 
-use super::{ConvGeometry, Epilogue, FILTER_PARTIALS};
+use super::{BandSink, ConvGeometry, Epilogue, FILTER_PARTIALS};
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::Pads;
 
@@ -951,10 +951,22 @@ fn forward_with_tile(
     m: usize,
     path: Path,
 ) {
+    // Each band's rows of the output, contiguous even across images.
+    let t = forward_tiling(g, m);
+    let mut bands = Vec::with_capacity(t.bands());
+    let mut rest = out;
+    for b in 0..t.bands() {
+        let (r0, r1) = t.band(b);
+        let len = (t.pixel_offset(g, r1) - t.pixel_offset(g, r0)) * g.f;
+        let (band, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        bands.push(BandOut::Rows(band));
+        rest = tail;
+    }
+    let sink = &|(), _: (usize, usize), _: &[f32]| {};
     if m == 4 {
-        forward_impl::<4, 6, 36, F4>(g, input, kernel, bias, epilogue, out, path)
+        forward_impl::<4, 6, 36, F4, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
     } else {
-        forward_impl::<2, 4, 16, F2>(g, input, kernel, bias, epilogue, out, path)
+        forward_impl::<2, 4, 16, F2, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
     }
 }
 
@@ -974,46 +986,97 @@ pub(super) fn forward(
 }
 
 thread_local! {
-    /// Each thread's transformed tiles (V, then M or dM), kept between
-    /// calls: allocating and zeroing them per band cost page faults.
-    static SCRATCH: std::cell::Cell<(Vec<Line>, Vec<Line>)> =
-        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    /// Each thread's transformed tiles (V, then M or dM) and, for
+    /// [`forward_bands`], its band of output, kept between calls:
+    /// allocating and zeroing them per band cost page faults.
+    static SCRATCH: std::cell::Cell<(Vec<Line>, Vec<Line>, Vec<Line>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Runs `body` with this thread's scratch buffers (empty ones when a
 /// caller up the stack holds them).
-fn with_scratch<R>(body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>) -> R) -> R {
-    let (mut v, mut m) = SCRATCH.with(|s| s.take());
-    let r = body(&mut v, &mut m);
-    SCRATCH.with(|s| s.set((v, m)));
+fn with_scratch<R>(body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>, &mut Vec<Line>) -> R) -> R {
+    let (mut v, mut m, mut y) = SCRATCH.with(|s| s.take());
+    let r = body(&mut v, &mut m, &mut y);
+    SCRATCH.with(|s| s.set((v, m, y)));
     r
 }
 
-fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>>(
+/// The forward pass's tiling of `g` with output tiles of side `m`: bands
+/// of about 768 KiB of transformed tiles.
+fn forward_tiling(g: &ConvGeometry, m: usize) -> Tiling {
+    Tiling::new(g, m, (m + 2) * (m + 2), 768 << 10)
+}
+
+/// The bands [`forward_bands`] computes `g` in (default tile side), in
+/// order: each band's output rows `[first, end)`, numbered through the
+/// batch (`image * oh + row`). They cover every output row once.
+pub(super) fn forward_band_rows(g: &ConvGeometry) -> Vec<(usize, usize)> {
+    if g.ow == 0 || g.oh == 0 || g.n == 0 {
+        return Vec::new();
+    }
+    let t = forward_tiling(g, default_tile(g));
+    (0..t.bands())
+        .map(|b| {
+            let (r0, r1) = t.band(b);
+            (t.pixel_offset(g, r0) / g.ow, t.pixel_offset(g, r1) / g.ow)
+        })
+        .collect()
+}
+
+/// Where the forward pass puts a band's output.
+enum BandOut<'a, S> {
+    /// Straight into the band's rows of the whole output.
+    Rows(&'a mut [f32]),
+    /// Into this thread's scratch, then handed to the sink with `S`.
+    Sink(S),
+}
+
+/// The forward convolution (default tile side) band by band, as
+/// [`forward_band_rows`] lists them: each band's output rows (`rows x ow x
+/// f` values, bias and epilogue applied) are computed into the thread's
+/// scratch and handed to `sink` with that band's item of `items` (one per
+/// band) and its row range, while they are still in cache. Lengths already
+/// checked, `fits(g)` true.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_bands<S: Send>(
     g: &ConvGeometry,
     input: &[f32],
     kernel: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue,
-    out: &mut [f32],
+    items: Vec<S>,
+    sink: &BandSink<'_, S>,
+) {
+    let rows = forward_band_rows(g);
+    assert_eq!(rows.len(), items.len(), "one item per band");
+    let bands = items.into_iter().map(BandOut::Sink).collect();
+    let path = Path::detect();
+    if default_tile(g) == 4 {
+        forward_impl::<4, 6, 36, F4, S>(g, input, kernel, bias, epilogue, bands, sink, path)
+    } else {
+        forward_impl::<2, 4, 16, F2, S>(g, input, kernel, bias, epilogue, bands, sink, path)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>, S: Send>(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    bands: Vec<BandOut<'_, S>>,
+    sink: &BandSink<'_, S>,
     path: Path,
 ) {
     let (c, f) = (g.c, g.f);
-    let t = Tiling::new(g, M, P, 768 << 10);
+    let t = forward_tiling(g, M);
+    assert_eq!(bands.len(), t.bands(), "one output per band");
     let u = transform_kernel(g, &V::G, kernel);
     let relu = epilogue == Epilogue::Relu;
-    // Each band's rows of the output, contiguous even across images.
-    let mut bands = Vec::with_capacity(t.bands());
-    let mut rest = out;
-    for b in 0..t.bands() {
-        let (r0, r1) = t.band(b);
-        let len = (t.pixel_offset(g, r1) - t.pixel_offset(g, r0)) * f;
-        let (band, tail) = std::mem::take(&mut rest).split_at_mut(len);
-        bands.push((b, band));
-        rest = tail;
-    }
-    bands.into_par_iter().for_each(|(b, out_band)| {
-        with_scratch(|v, m| {
+    bands.into_par_iter().enumerate().for_each(|(b, out_band)| {
+        with_scratch(|v, m, y| {
             let (r0, r1) = t.band(b);
             let base = t.pixel_offset(g, r0);
             let tiles = (r1 - r0) * t.tx;
@@ -1035,8 +1098,26 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
                 );
             }
             // Y = Aᵀ M A per tile, with the bias and activation, straight
-            // into the band's rows.
-            Transforms::<M, T, P, V>::output(path, g, &t, (r0, r1), m, bias, relu, out_band, base);
+            // into the band's rows (or the scratch the sink reads).
+            match out_band {
+                BandOut::Rows(out) => Transforms::<M, T, P, V>::output(
+                    path,
+                    g,
+                    &t,
+                    (r0, r1),
+                    m,
+                    bias,
+                    relu,
+                    out,
+                    base,
+                ),
+                BandOut::Sink(item) => {
+                    let end = t.pixel_offset(g, r1);
+                    let y = scratch(y, (end - base) * f);
+                    Transforms::<M, T, P, V>::output(path, g, &t, (r0, r1), m, bias, relu, y, base);
+                    sink(item, (base / g.ow, end / g.ow), y);
+                }
+            }
         })
     });
 }
@@ -1164,7 +1245,7 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
             let mut du = vec![0.0f32; P * c * f];
             let mut db = vec![0.0f64; if want_bias { f } else { 0 }];
             let mut band_db = vec![0.0f32; f];
-            with_scratch(|v, dm| {
+            with_scratch(|v, dm, _| {
                 for b in grp * bands / groups..(grp + 1) * bands / groups {
                     let (r0, r1) = t.band(b);
                     let tiles = (r1 - r0) * t.tx;
