@@ -54,10 +54,13 @@ fn naive(
     (c, scale)
 }
 
-/// Shapes: leftover rows of the 4-row tile, leftover columns of the
-/// 32-column tile, narrow outputs (scalar loop only), reductions over
-/// several 512-row blocks and 64-row steps.
-const SHAPES: [(usize, usize, usize); 8] = [
+/// Shapes: leftover rows of the 4-row tile (8 rows on AVX-512 builds:
+/// every remainder from 1 to 7), leftover columns of the 32-column tile,
+/// narrow outputs (scalar loop only), reductions over several 512-row
+/// blocks and 64-row steps.
+const SHAPES: [(usize, usize, usize); 10] = [
+    (6, 98, 40),
+    (15, 303, 64),
     (1, 1, 1),
     (3, 5, 7),
     (4, 64, 32),
