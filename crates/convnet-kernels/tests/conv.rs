@@ -13,8 +13,8 @@
 
 use convnet_kernels::conv::{
     conv2d_backward_filter, conv2d_backward_filter_tuned, conv2d_backward_input,
-    conv2d_backward_input_tuned, conv2d_forward, conv2d_forward_tuned, ConvGeometry, Epilogue,
-    Tuning,
+    conv2d_backward_input_tuned, conv2d_forward, conv2d_forward_tuned, conv2d_forward_uninit,
+    ConvGeometry, Epilogue, Tuning,
 };
 use convnet_kernels::{Padding, TensorError};
 use proptest::prelude::*;
@@ -376,6 +376,40 @@ fn defaults_match_the_public_functions() {
     conv2d_backward_input(&g, &dy, &w, &mut dx1).unwrap();
     conv2d_backward_input_tuned(&g, &dy, &w, &mut dx2, t).unwrap();
     assert_eq!(dx1, dx2);
+}
+
+/// The forward pass into an uninitialised buffer (here full of NaN)
+/// writes every element, on each default path: direct (few channels),
+/// Winograd (3x3, 16+ channels), im2col + GEMM (stride 2, 5x5) and the
+/// pointwise GEMM, with a ReLU epilogue or none.
+#[test]
+fn uninit_forward_writes_every_output() {
+    for (input, kernel, strides, padding) in [
+        ([2, 10, 9, 3], [3, 3, 16], (1, 1), Padding::Same),
+        ([2, 11, 10, 16], [3, 3, 20], (1, 1), Padding::Valid),
+        ([2, 11, 10, 8], [3, 3, 12], (2, 2), Padding::Same),
+        ([3, 9, 9, 6], [5, 5, 7], (1, 1), Padding::Same),
+        ([2, 5, 6, 24], [1, 1, 18], (1, 1), Padding::Valid),
+    ] {
+        let g = geometry(input, kernel, strides, padding);
+        let x = values(g.input_shape().iter().product(), 5);
+        let w = values(g.kernel_shape().iter().product(), 6);
+        let b = values(g.f, 7);
+        let len: usize = g.output_shape().iter().product();
+        for epilogue in [Epilogue::Relu, Epilogue::None] {
+            let mut want = vec![0.0; len];
+            conv2d_forward(&g, &x, &w, Some(&b), epilogue, &mut want).unwrap();
+            let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+            conv2d_forward_uninit(&g, &x, &w, Some(&b), epilogue, &mut got).unwrap();
+            // SAFETY: initialised (NaN) when made, possibly overwritten.
+            let got: Vec<f32> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{g:?} {epilogue:?}"
+            );
+        }
+    }
 }
 
 /// Filter and bias gradients at a given thread count.

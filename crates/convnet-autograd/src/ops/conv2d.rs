@@ -6,12 +6,12 @@
 
 use convnet_kernels::activation::{relu_backward, relu_backward_in_place};
 use convnet_kernels::conv::{
-    conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvGeometry, Epilogue,
+    conv2d_backward_filter, conv2d_backward_input, conv2d_forward_uninit, ConvGeometry, Epilogue,
 };
 use convnet_kernels::Padding;
 use convnet_tensor::{Result, Tensor, TensorError};
 
-use super::fill;
+use super::{fill, uninit_vec};
 use crate::{Backward, Var};
 
 struct Conv2dBackward {
@@ -118,9 +118,11 @@ impl Var {
         let g = geometry(op, self, w, b, strides, padding)?;
         let (xv, wv) = (self.value().values(), w.value().values());
         let bv = b.map(|b| b.value().values());
-        let y = fill(&g.output_shape(), |out| {
-            conv2d_forward(&g, &xv, &wv, bv.as_deref(), epilogue, out)
+        // Written in full by the kernel: no zeroing pass first.
+        let y = uninit_vec(g.output_shape().iter().product(), |out| {
+            conv2d_forward_uninit(&g, &xv, &wv, bv.as_deref(), epilogue, out)
         })?;
+        let y = Tensor::from_vec(&g.output_shape(), y)?;
         let mut inputs = vec![self, w];
         if let Some(b) = b {
             inputs.push(b);

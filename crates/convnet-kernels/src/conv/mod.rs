@@ -289,6 +289,40 @@ pub fn conv2d_forward(
     )
 }
 
+/// [`conv2d_forward`] into a buffer that need not be initialised (the
+/// spare capacity of a fresh `Vec`): on `Ok`, every element of `out` has
+/// been written, so a caller may `set_len` over it and skip zeroing a
+/// buffer the kernels overwrite anyway.
+///
+/// ```
+/// use convnet_kernels::conv::{conv2d_forward_uninit, ConvGeometry, Epilogue};
+/// use convnet_kernels::Padding;
+/// let g = ConvGeometry::new([1, 4, 4, 1], [3, 3, 1, 2], (1, 1), Padding::Valid).unwrap();
+/// let (x, w) = (vec![1.0f32; 16], vec![0.5f32; 18]);
+/// let mut y: Vec<f32> = Vec::with_capacity(8);
+/// conv2d_forward_uninit(&g, &x, &w, None, Epilogue::None, &mut y.spare_capacity_mut()[..8]).unwrap();
+/// // SAFETY: the call returned `Ok`, so all 8 elements were written.
+/// unsafe { y.set_len(8) };
+/// assert_eq!(y, vec![4.5f32; 8]);
+/// ```
+pub fn conv2d_forward_uninit(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [std::mem::MaybeUninit<f32>],
+) -> Result<()> {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`. Every path of the
+    // forward pass stores each output element before anything reads it:
+    // the GEMM runs without accumulating (it does not read its output),
+    // the direct kernels store their register blocks, Winograd's output
+    // transform stores every pixel of every band (tests fill the buffer
+    // with NaN first and find none left); only then do the epilogues read.
+    let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+    conv2d_forward(g, input, kernel, bias, epilogue, out)
+}
+
 /// [`conv2d_forward`] with an explicit [`Tuning`].
 #[doc(hidden)]
 pub fn conv2d_forward_tuned(
