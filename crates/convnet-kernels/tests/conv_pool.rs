@@ -155,6 +155,24 @@ fn check(case: &Case, chunk: usize, epilogue: Epilogue, bias: bool, seed: u64) {
     close(&format!("kernel gradient {what}"), &dwf, &dw, 1e-5);
     close(&format!("bias gradient {what}"), &dbf, &db, 1e-5);
 
+    // No input gradient (a first layer).
+    let (mut dwn, mut dbn) = (vec![f32::NAN; dw.len()], vec![f32::NAN; db.len()]);
+    conv2d_max_pool_backward(
+        &g,
+        &x,
+        &w,
+        epilogue,
+        &pf,
+        &argf,
+        &dout,
+        None,
+        Some(&mut dwn),
+        Some(&mut dbn),
+    )
+    .unwrap();
+    close(&format!("kernel gradient, no input gradient {what}"), &dwn, &dw, 1e-5);
+    close(&format!("bias gradient, no input gradient {what}"), &dbn, &db, 1e-5);
+
     // Only the bias gradient (a frozen kernel), only the input gradient.
     let mut dbo = vec![f32::NAN; db.len()];
     conv2d_max_pool_backward(
@@ -262,6 +280,20 @@ fn cases() -> Vec<Case> {
             pool: (3, 3),
             pool_strides: (1, 1),
             pool_padding: Padding::Valid,
+        },
+        // A first layer on larger images (the one-image path with
+        // several direct-kernel tiles an image): 2x2 windows, then
+        // overlapping 3x3 windows with same padding.
+        basic([3, 70, 68, 3], 32),
+        Case {
+            input: [2, 69, 68, 3],
+            kernel: (3, 3),
+            filters: 32,
+            strides: (1, 1),
+            padding: Padding::Same,
+            pool: (3, 3),
+            pool_strides: (2, 2),
+            pool_padding: Padding::Same,
         },
         // Padded pooling windows.
         Case {
