@@ -170,8 +170,18 @@ fn check(case: &Case, chunk: usize, epilogue: Epilogue, bias: bool, seed: u64) {
         Some(&mut dbn),
     )
     .unwrap();
-    close(&format!("kernel gradient, no input gradient {what}"), &dwn, &dw, 1e-5);
-    close(&format!("bias gradient, no input gradient {what}"), &dbn, &db, 1e-5);
+    close(
+        &format!("kernel gradient, no input gradient {what}"),
+        &dwn,
+        &dw,
+        1e-5,
+    );
+    close(
+        &format!("bias gradient, no input gradient {what}"),
+        &dbn,
+        &db,
+        1e-5,
+    );
 
     // Only the bias gradient (a frozen kernel), only the input gradient.
     let mut dbo = vec![f32::NAN; db.len()];

@@ -231,6 +231,15 @@ pub struct Tuning {
 /// 512 KiB-1 MiB L2, leaving room for the packed kernel and the output rows).
 const TILE_BYTES: usize = 256 * 1024;
 
+/// Fewest rows per tile: each tile's GEMM packs the whole kernel matrix
+/// again, which with wide patches (InceptionV3's 3x3 stride-2 288 -> 384
+/// convolution has a 4 MB kernel matrix) cost as much as 64 rows of
+/// multiplication. With at least 256 rows, InceptionV3's layers ran at
+/// (GFLOP/s, one call on both cores, minimum of 40, two runs alike):
+/// 3x3/2 288 -> 384 254 -> 288, 7x1 192 -> 192 264 -> 288, 1x7 160 -> 160
+/// 260 -> 288, 5x5 48 -> 64 259 -> 268, 1x1 768 -> 192 297 -> 321.
+const MIN_TILE_ROWS: usize = 256;
+
 /// Number of partial sums of the filter gradient: fixed, so the result is
 /// the same whatever the thread count.
 const FILTER_PARTIALS: usize = 8;
@@ -239,7 +248,7 @@ impl Tuning {
     /// The default choice for `g`.
     pub fn for_geometry(g: &ConvGeometry) -> Self {
         let k = g.patch_len().max(1);
-        let tile_rows = (TILE_BYTES / (4 * k)).clamp(64, 4096);
+        let tile_rows = (TILE_BYTES / (4 * k)).clamp(MIN_TILE_ROWS, 4096);
         let (winograd, winograd_input, winograd_filter) = winograd::default_passes(g);
         Tuning {
             tile_rows,
