@@ -148,6 +148,34 @@ pub trait Layer {
         None
     }
 
+    /// Fusion hook: an average-pooling layer returns its `(window, strides,
+    /// padding)` (the same triple as [`Layer::max_pool_window`]), so that
+    /// the model can pool after the 1x1 convolution that follows it.
+    /// `None` (the default) otherwise.
+    fn avg_pool_window(&self) -> Option<MaxPoolWindow> {
+        None
+    }
+
+    /// Fusion hook: average pooling of `input` with `window`, then this
+    /// layer's forward pass, then a per-channel `y * scale + shift` and,
+    /// with `relu`, a ReLU (InceptionV3's pooling branches with a frozen
+    /// base). A 1x1 stride-1 Conv2D with constant weights on a constant
+    /// input computes it with the pooling after the convolution instead,
+    /// on its (fewer) output channels: the two commute, and the shift
+    /// passes through an average whose weights sum to one. `None` (the
+    /// default) when the layer cannot.
+    fn forward_avg_pooled_scaled(
+        &self,
+        _input: &Var,
+        _params: &[Var],
+        _window: MaxPoolWindow,
+        _scale: &[f32],
+        _shift: &[f32],
+        _relu: bool,
+    ) -> Option<Result<Var>> {
+        None
+    }
+
     /// Fusion hook: this layer's forward pass followed by max pooling with
     /// `window`, computed without keeping this layer's own output (a
     /// Conv2D with a linear or ReLU activation). `None` (the default) when

@@ -432,9 +432,20 @@ impl Model {
             // Nothing is recorded for backward that the layers would not
             // have recorded.
             if let [input] = inputs.as_slice() {
-                if let Some((y, last)) =
-                    self.fused(&g, layer.as_ref(), l, n, input, params, training, &sole)?
-                {
+                let fused = match layer.avg_pool_window() {
+                    Some(window) => self.fused_avg(
+                        &g,
+                        layer.as_ref(),
+                        window,
+                        n,
+                        input,
+                        params,
+                        training,
+                        &sole,
+                    )?,
+                    None => self.fused(&g, layer.as_ref(), l, n, input, params, training, &sole)?,
+                };
+                if let Some((y, last)) = fused {
                     let mut at = n;
                     while at != last {
                         let (next, _) = sole(at).ok_or_else(|| {
@@ -561,6 +572,77 @@ impl Model {
         match y {
             None => Ok(None),
             Some(y) => Ok(Some((named(y)?, last))),
+        }
+    }
+
+    /// The fused forward pass starting at average-pooling node `n`:
+    /// AveragePooling2D -> 1x1 Conv2D -> BatchNormalization in inference
+    /// mode (-> ReLU), all constant (a frozen base, or predict), computed
+    /// with the pooling after the convolution, on its fewer channels (see
+    /// [`Layer::forward_avg_pooled_scaled`]): `(output, the last node it
+    /// stands for)`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_avg(
+        &self,
+        g: &Graph,
+        pool: &dyn Layer,
+        window: crate::MaxPoolWindow,
+        n: usize,
+        input: &Var,
+        params: &ParamVars,
+        training: bool,
+        sole: &dyn Fn(usize) -> Option<(usize, usize)>,
+    ) -> Result<Option<(Var, usize)>> {
+        let Some((conv_node, cl)) = sole(n) else {
+            return Ok(None);
+        };
+        let conv = g.layers[cl].as_ref();
+        if conv.class_name() != "Conv2D" {
+            return Ok(None);
+        }
+        let Some((bn_node, bn)) = sole(conv_node) else {
+            return Ok(None);
+        };
+        let Some(affine) = g.layers[bn].inference_affine(&params.vars[bn], training) else {
+            return Ok(None);
+        };
+        let (scale, shift) = affine?;
+        let relu = sole(bn_node).filter(|&(_, a)| g.layers[a].is_relu());
+        let last = relu.map_or(bn_node, |(a, _)| a);
+        let section = if convnet_autograd::profile::enabled() {
+            let relu = relu.map_or(String::new(), |(_, a)| format!("+{}", g.layers[a].name()));
+            format!(
+                "forward {}+{}+{}{relu}",
+                pool.name(),
+                conv.name(),
+                g.layers[bn].name()
+            )
+        } else {
+            String::new()
+        };
+        let y = convnet_autograd::profile::timed(&section, || {
+            conv.forward_avg_pooled_scaled(
+                input,
+                &params.vars[cl],
+                window,
+                &scale,
+                &shift,
+                relu.is_some(),
+            )
+        });
+        match y {
+            None => Ok(None),
+            Some(y) => Ok(Some((
+                y.map_err(|e| match e {
+                    NnError::Tensor(t) => NnError::Data(format!(
+                        "layer \"{}\" ({}): {t}",
+                        conv.name(),
+                        conv.class_name()
+                    )),
+                    other => other,
+                })?,
+                last,
+            ))),
         }
     }
 

@@ -27,6 +27,33 @@ pub struct Conv2D {
 }
 
 impl Conv2D {
+    /// The kernel and bias with a per-channel `* scale + shift` folded in:
+    /// `conv(x, W) * s + t == conv(x, W * s) + (b * s + t)`, channel by
+    /// channel (the kernel is HWIO: the output channel is innermost).
+    fn folded(&self, params: &[Var], scale: &[f32], shift: &[f32]) -> Result<(Tensor, Tensor)> {
+        let f = self.filters;
+        let kernel = params[0].value();
+        let mut w = kernel.values().into_owned();
+        for row in w.chunks_exact_mut(f) {
+            row.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+        let bias: Vec<f32> = match params.get(1) {
+            Some(b) => b
+                .value()
+                .values()
+                .iter()
+                .zip(scale)
+                .zip(shift)
+                .map(|((b, s), t)| b * s + t)
+                .collect(),
+            None => shift.to_vec(),
+        };
+        Ok((
+            Tensor::from_vec(kernel.shape(), w)?,
+            Tensor::from_vec(&[f], bias)?,
+        ))
+    }
+
     /// `filters` kernels of `kernel_size`, stride 1, `valid` padding, no
     /// activation, with a bias.
     pub fn new(filters: usize, kernel_size: (usize, usize)) -> Self {
@@ -128,26 +155,7 @@ impl Layer for Conv2D {
         {
             return None;
         }
-        // conv(x, W) * s + t == conv(x, W * s) + (b * s + t), channel by
-        // channel (the kernel is HWIO: the output channel is innermost).
-        let kernel = params[0].value();
-        let mut w = kernel.values().into_owned();
-        for row in w.chunks_exact_mut(f) {
-            row.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
-        }
-        let bias: Vec<f32> = match params.get(1) {
-            Some(b) => b
-                .value()
-                .values()
-                .iter()
-                .zip(scale)
-                .zip(shift)
-                .map(|((b, s), t)| b * s + t)
-                .collect(),
-            None => shift.to_vec(),
-        };
-        let folded = Tensor::from_vec(kernel.shape(), w)
-            .and_then(|w| Ok((w, Tensor::from_vec(&[f], bias)?)));
+        let folded = self.folded(params, scale, shift);
         let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
         Some(folded.map_err(Into::into).and_then(|(w, b)| {
             let (w, b) = (Var::constant(w), Var::constant(b));
@@ -162,6 +170,55 @@ impl Layer for Conv2D {
                 None => input.conv2d(&w, Some(&b), self.strides, self.padding, epilogue)?,
             })
         }))
+    }
+
+    fn forward_avg_pooled_scaled(
+        &self,
+        input: &Var,
+        params: &[Var],
+        window: MaxPoolWindow,
+        scale: &[f32],
+        shift: &[f32],
+        relu: bool,
+    ) -> Option<Result<Var>> {
+        let f = self.filters;
+        let pointwise = self.kernel_size == (1, 1)
+            && self.strides == (1, 1)
+            && matches!(self.padding, Padding::Valid | Padding::Same);
+        if !pointwise
+            || self.activation != Activation::Linear
+            || input.requires_grad()
+            || params.iter().any(Var::requires_grad)
+            || scale.len() != f
+            || shift.len() != f
+        {
+            return None;
+        }
+        let run = || -> Result<Var> {
+            let (w, b) = self.folded(params, scale, shift)?;
+            // avg(x) (*) W + b == avg(x (*) W) + b for a 1x1 stride-1 W.
+            let y = input
+                .conv2d(
+                    &Var::constant(w),
+                    None,
+                    (1, 1),
+                    Padding::Valid,
+                    Epilogue::None,
+                )?
+                .avg_pool2d(window.0, window.1, window.2)?;
+            let mut v = y.value().values().into_owned();
+            let b = b.values();
+            for row in v.chunks_exact_mut(f) {
+                for (x, b) in row.iter_mut().zip(b.iter()) {
+                    *x += b;
+                    if relu {
+                        *x = x.max(0.0);
+                    }
+                }
+            }
+            Ok(Var::constant(Tensor::from_vec(y.shape(), v)?))
+        };
+        Some(run())
     }
 
     fn forward_max_pooled(

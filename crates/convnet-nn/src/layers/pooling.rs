@@ -84,6 +84,11 @@ macro_rules! pooling_layer {
             fn max_pool_window(&self) -> Option<MaxPoolWindow> {
                 ($class == "MaxPooling2D").then_some((self.pool_size, self.strides, self.padding))
             }
+
+            fn avg_pool_window(&self) -> Option<MaxPoolWindow> {
+                ($class == "AveragePooling2D")
+                    .then_some((self.pool_size, self.strides, self.padding))
+            }
         }
     };
 }
