@@ -157,7 +157,7 @@ impl Layer for Conv2D {
         }
         let folded = self.folded(params, scale, shift);
         let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
-        Some(folded.map_err(Into::into).and_then(|(w, b)| {
+        Some(folded.and_then(|(w, b)| {
             let (w, b) = (Var::constant(w), Var::constant(b));
             Ok(match pool {
                 Some(window) => input.conv2d_max_pool(
