@@ -123,6 +123,68 @@ pub fn sgemm(
     }
 }
 
+/// `C = A * B` on the calling thread, with `A` (`m x k`) read from rows
+/// `lda` apart in `a` (a window of a larger row-major matrix, or of an
+/// image: consecutive pixels of a row are a patch's taps), `B` (`k x n`)
+/// and `C` (`m x n`) contiguous and row-major. `k == 0` gives zeros.
+///
+/// # Panics
+/// If a slice is shorter than its matrix or `lda < k` (a bug in the
+/// calling kernel).
+pub(crate) fn sgemm_lda(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+) {
+    assert!(
+        lda >= k && (m == 0 || k == 0 || a.len() >= (m - 1) * lda + k),
+        "sgemm_lda: A has {} elements, needs {m}x{k} with rows {lda} apart",
+        a.len()
+    );
+    assert!(
+        b.len() >= k * n && c.len() >= m * n,
+        "sgemm_lda: B or C too short"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    // SAFETY: the asserts above guarantee that row `i < m`, column `p < k`
+    // of A (offset `i * lda + p`), every element of B and of C's `m x n`
+    // lie inside their slices; `c` is borrowed mutably, so nothing aliases
+    // it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +203,28 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn strided_rows_match_naive() {
+        let (m, k, n, lda) = (9, 6, 5, 11);
+        let a: Vec<f32> = (0..(m - 1) * lda + k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let dense: Vec<f32> = (0..m)
+            .flat_map(|i| a[i * lda..i * lda + k].to_vec())
+            .collect();
+        let want = naive(m, k, n, &dense, false, &b, false);
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_lda(m, k, n, &a, lda, &b, &mut c);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        sgemm_lda(m, 0, n, &a, lda, &b, &mut c);
+        assert!(c.iter().all(|&v| v == 0.0));
     }
 
     #[test]

@@ -184,9 +184,16 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
                 winograd_input: false,
                 winograd_filter: false,
                 winograd_tile: 0,
+                taps: false,
             });
         }
     }
+    // The 1xk / kx1 path wherever it applies, before the direct kernels.
+    out.push(Tuning {
+        direct: false,
+        taps: true,
+        ..d
+    });
     // Winograd wherever it applies (3x3 stride 1), whatever the sizes,
     // with each output tile size.
     for winograd_tile in [0, 2, 4] {
@@ -279,6 +286,27 @@ proptest! {
         seed in 0u64..1000,
     ) {
         let Ok(g) = ConvGeometry::new([n, h, w, c], [3, 3, c, f], (1, 1), padding) else {
+            return Ok(());
+        };
+        let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
+        check_all(&g, bias, epilogue, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// 1xk and kx1 stride 1 on small maps with many images, the shapes of
+    /// the path that skips taps on padding: maps narrower than the kernel,
+    /// every padding (padding across the kernel's axis rules the path out).
+    #[test]
+    fn one_axis_kernels_match_naive(
+        n in 8usize..=24, h in 1usize..=8, w in 1usize..=8, c in 1usize..=6,
+        f in 1usize..=6, k in 2usize..=8, vertical: bool, padding in padding_strategy(),
+        bias: bool, relu: bool, seed in 0u64..1000,
+    ) {
+        let (kh, kw) = if vertical { (k, 1) } else { (1, k) };
+        let Ok(g) = ConvGeometry::new([n, h, w, c], [kh, kw, c, f], (1, 1), padding) else {
             return Ok(());
         };
         let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };

@@ -198,6 +198,7 @@ fn compare() -> Result<(), String> {
             winograd: false,
             winograd_input: false,
             winograd_filter: false,
+            taps: false,
             ..d
         };
         let x = fill(g.input_shape().iter().product(), 1);

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{direct, im2col::im2col_tile, winograd, ConvGeometry, Epilogue, Tuning};
+use super::{direct, im2col::im2col_tile, taps, winograd, ConvGeometry, Epilogue, Tuning};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Add the bias and apply the epilogue to output rows `out` (`rows x f`).
@@ -59,6 +59,10 @@ pub(super) fn run(
     }
     if tuning.direct && direct::applies(g) {
         direct::forward(g, input, kernel, bias, epilogue, out, tuning);
+        return;
+    }
+    if tuning.taps && taps::applies(g) {
+        taps::forward(g, input, kernel, bias, epilogue, out);
         return;
     }
     let tile = balanced_tile(g.rows(), tuning.tile_rows, rayon::current_num_threads());

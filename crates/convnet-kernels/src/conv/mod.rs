@@ -10,9 +10,10 @@
 //! im2col matrix is ever built. The files beside this one hold one concept
 //! each: im2col/col2im on tiles, the forward pass, the two gradients, a
 //! direct forward kernel for layers with few input channels (the first
-//! layer of an image model) and the vector lanes it is written in, and
+//! layer of an image model) and the vector lanes it is written in,
 //! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
-//! channels (all three passes).
+//! channels (all three passes), and a forward pass for 1xk / kx1 layers on
+//! small maps that skips the taps on padding.
 
 mod backward_filter;
 mod backward_input;
@@ -21,6 +22,7 @@ mod direct_filter;
 mod forward;
 mod im2col;
 mod simd;
+mod taps;
 mod winograd;
 
 use crate::{Padding, Pads, Result, TensorError};
@@ -225,6 +227,10 @@ pub struct Tuning {
     /// (1.8x fewer multiplications, about 10x the rounding error), 0 to
     /// choose by shape.
     pub winograd_tile: usize,
+    /// Compute the forward pass of 1xk / kx1 stride-1 layers on small maps
+    /// (where an eighth or more of the im2col taps fall on padding) one
+    /// GEMM per output column (row), over only the taps inside the image.
+    pub taps: bool,
 }
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
@@ -258,6 +264,7 @@ impl Tuning {
             winograd_input,
             winograd_filter,
             winograd_tile: 0,
+            taps: true,
         }
     }
 }
