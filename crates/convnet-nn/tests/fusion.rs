@@ -153,6 +153,46 @@ fn predict_folds_batch_norm_into_the_convolution() {
 }
 
 #[test]
+fn folded_weights_follow_weight_changes() {
+    // The folded kernels are kept between calls while nothing changes;
+    // new weights, new normalisation statistics and an optimizer step
+    // must each show in the next prediction.
+    let mut m = model();
+    let x = Tensor::rand_normal(&[3, 9, 9, 3], 0.0, 1.0, &mut Rng::new(8));
+    assert_close(&m.predict(&x, 3).unwrap(), &reference(&m, &x));
+    assert_close(&m.predict(&x, 3).unwrap(), &reference(&m, &x));
+    let mut rng = Rng::new(11);
+    for key in [
+        "conv2d/kernel",
+        "conv2d/bias",
+        "batch_normalization/moving_mean",
+        "batch_normalization_1/moving_variance",
+    ] {
+        let before = m.predict(&x, 3).unwrap();
+        let shape = w(&m, key).shape().to_vec();
+        let lo = if key.ends_with("variance") { 0.3 } else { -0.7 };
+        let new = Tensor::rand_uniform(&shape, lo, 2.0, &mut rng);
+        m.set_weights(&[(key.to_string(), new)]).unwrap();
+        let after = m.predict(&x, 3).unwrap();
+        assert!(after.max_abs_diff(&before).unwrap() > 1e-3, "{key}");
+        assert_close(&after, &reference(&m, &x));
+    }
+    // A training step updates the kernels in place (and the statistics).
+    m.compile(
+        SGD::new(0.1, 0.0, false),
+        Loss::CategoricalCrossentropy,
+        &[],
+    )
+    .unwrap();
+    let y = Tensor::from_fn(&[3, 2], |i| (i % 2) as f32);
+    let before = m.predict(&x, 3).unwrap();
+    m.train_on_batch(&x, &y).unwrap();
+    let after = m.predict(&x, 3).unwrap();
+    assert!(after.max_abs_diff(&before).unwrap() > 1e-4);
+    assert_close(&after, &reference(&m, &x));
+}
+
+#[test]
 fn a_training_batch_norm_is_not_folded() {
     // With trainable layers, a training step uses batch statistics: its loss
     // differs from the inference-mode loss of the same batch before the step
