@@ -523,6 +523,20 @@ fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |ch| (ch, (c - ch).min(LANES)))
 }
 
+/// `[f(0), f(1), ...]`, always inlined: `std::array::from_fn` (through
+/// its `try_from_fn` chain) was left out of line in builds without
+/// `-C target-cpu`, and code outside a `#[target_feature]` function cannot
+/// inline the intrinsics: every add became a call, and a user's build ran
+/// the Winograd transforms 3.6x slower than this workspace's.
+#[inline(always)]
+fn lanes<W: Wide, const N: usize>(mut f: impl FnMut(usize) -> W) -> [W; N] {
+    let mut out = [W::zero(); N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = f(i);
+    }
+    out
+}
+
 /// `V = Bᵀ d B` of one tile and channel block: `ld(i, j)` gives the input
 /// at tile row `i`, column `j`; point `p` goes to `dst + p * stride`.
 ///
@@ -538,9 +552,12 @@ unsafe fn input_tile<W: Wide, const M: usize, const T: usize, const P: usize, V>
     V: Variant<M, T, P>,
 {
     // Along each row, then down each column.
-    let rows: [[W; T]; T] = std::array::from_fn(|i| V::bt(std::array::from_fn(|j| ld(i, j))));
+    let mut rows = [[W::zero(); T]; T];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = V::bt(lanes(|j| ld(i, j)));
+    }
     for k in 0..T {
-        let col = V::bt(std::array::from_fn(|i| rows[i][k]));
+        let col = V::bt(lanes(|i| rows[i][k]));
         for (i, v) in col.into_iter().enumerate() {
             // SAFETY: the caller guarantees point i * T + k is writable.
             unsafe { v.store(dst.add((i * T + k) * stride), mask) };
@@ -629,14 +646,15 @@ unsafe fn output_tile<W: Wide, const M: usize, const T: usize, const P: usize, V
 ) where
     V: Variant<M, T, P>,
 {
-    // SAFETY: the caller guarantees every point is readable.
-    let rows: [[W; M]; T] = std::array::from_fn(|i| {
-        V::at(std::array::from_fn(|j| unsafe {
+    let mut rows = [[W::zero(); M]; T];
+    for (i, row) in rows.iter_mut().enumerate() {
+        // SAFETY: the caller guarantees every point is readable.
+        *row = V::at(lanes(|j| unsafe {
             W::load(src.add((i * T + j) * stride), mask)
-        }))
-    });
+        }));
+    }
     for j in 0..M {
-        let col = V::at(std::array::from_fn(|i| rows[i][j]));
+        let col = V::at(lanes(|i| rows[i][j]));
         for (i, y) in col.into_iter().enumerate() {
             let y = y.add(bias);
             st(i, j, if relu { y.relu() } else { y });
@@ -718,14 +736,19 @@ unsafe fn gradient_tile<W: Wide, const M: usize, const T: usize, const P: usize,
 where
     V: Variant<M, T, P>,
 {
-    let x: [[W; M]; M] = std::array::from_fn(|i| std::array::from_fn(|j| ld(i, j)));
-    let sum = x
-        .iter()
-        .map(|r| r.iter().fold(W::zero(), |a, &b| a.add(b)))
-        .fold(W::zero(), |a, b| a.add(b));
-    let rows: [[W; T]; M] = x.map(V::a);
+    let mut sum = W::zero();
+    let mut rows = [[W::zero(); T]; M];
+    for (i, row) in rows.iter_mut().enumerate() {
+        let x: [W; M] = lanes(|j| ld(i, j));
+        let mut s = W::zero();
+        for v in x {
+            s = s.add(v);
+        }
+        sum = sum.add(s);
+        *row = V::a(x);
+    }
     for k in 0..T {
-        let col = V::a(std::array::from_fn(|i| rows[i][k]));
+        let col = V::a(lanes(|i| rows[i][k]));
         for (i, v) in col.into_iter().enumerate() {
             // SAFETY: the caller guarantees point i * T + k is writable.
             unsafe { v.store(dst.add((i * T + k) * stride), mask) };
