@@ -37,16 +37,21 @@ pub const STREAM_MIN_KERNEL: usize = 1 << 20;
 
 /// Columns of a register tile: two 16-float vectors.
 const NR: usize = 32;
-/// Rows of a register tile: 8 where the build targets AVX-512 (16 of its
-/// 32 vector registers; on the InceptionV3 head, 32 x 37632 x 1024, the
-/// streamed forward took 13.3 ms against 15.9 with 4 rows, and the RMSprop
-/// step on its factored gradient 25.3 against 28.1: minima of 12, 3
-/// alternated runs), 4 for AVX2's 16 registers.
-const MR: usize = if cfg!(target_feature = "avx512f") {
-    8
-} else {
+/// Rows of a register tile: 8 on a CPU with AVX-512 (16 of its 32 vector
+/// registers; on the InceptionV3 head, 32 x 37632 x 1024, the streamed
+/// forward took 13.3 ms against 15.9 with 4 rows, and the RMSprop step on
+/// its factored gradient 25.3 against 28.1: minima of 12, 3 alternated
+/// runs), 4 for AVX2's 16 registers. Chosen at run time, like the
+/// micro-kernel itself, so that a build without `-C target-cpu` gets the
+/// 8 rows too.
+fn mr() -> usize {
+    #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 8;
+    }
     4
-};
+}
+
 /// Kernel rows per task of the streamed forward. Fixed (never derived from
 /// the thread count): the partial sums of the tasks are added in task
 /// order, so results do not depend on the number of threads.
@@ -366,6 +371,22 @@ pub fn dense_forward_streamed(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
+    streamed_with(m, k, n, x, w, bias, y, mr())
+}
+
+/// [`dense_forward_streamed`] with register tiles of up to `mr` rows (4 or
+/// 8).
+#[allow(clippy::too_many_arguments)]
+fn streamed_with(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    mr: usize,
+) -> Result<()> {
     let op = "Dense";
     TensorError::check_len(op, "input", &[m, k], x.len())?;
     TensorError::check_len(op, "kernel", &[k, n], w.len())?;
@@ -393,7 +414,7 @@ pub fn dense_forward_streamed(
             let c0 = group * width;
             let cw = width.min(n - c0);
             let mut part = vec![0.0f32; m * cw];
-            forward_block(m, k, n, x, w, rows, c0, cw, &mut part);
+            forward_block(m, k, n, x, w, rows, c0, cw, &mut part, mr);
             part
         })
         .collect();
@@ -427,6 +448,7 @@ fn forward_block(
     c0: usize,
     cw: usize,
     part: &mut [f32],
+    mr: usize,
 ) {
     let full = cw / NR * NR;
     let mut p0 = rows.start;
@@ -437,7 +459,9 @@ fn forward_block(
             let mut r0 = 0;
             while r0 < m {
                 let a = &x[r0 * k + p0..];
-                match m - r0 {
+                // Each row once: a tile adds into `part`.
+                let rows = (m - r0).min(mr);
+                match rows {
                     1 => forward_tile::<1>(steps, a, k, b, n, part, r0, cw, c),
                     2 => forward_tile::<2>(steps, a, k, b, n, part, r0, cw, c),
                     3 => forward_tile::<3>(steps, a, k, b, n, part, r0, cw, c),
@@ -445,9 +469,9 @@ fn forward_block(
                     5 => forward_tile::<5>(steps, a, k, b, n, part, r0, cw, c),
                     6 => forward_tile::<6>(steps, a, k, b, n, part, r0, cw, c),
                     7 => forward_tile::<7>(steps, a, k, b, n, part, r0, cw, c),
-                    _ => forward_tile::<MR>(steps, a, k, b, n, part, r0, cw, c),
+                    _ => forward_tile::<8>(steps, a, k, b, n, part, r0, cw, c),
                 }
-                r0 += MR;
+                r0 += rows;
             }
         }
         for c in full..cw {
@@ -507,6 +531,21 @@ pub fn outer_rows(
     k0: usize,
     out: &mut [f32],
 ) -> Result<()> {
+    outer_rows_with(m, k, n, x, dy, k0, out, mr())
+}
+
+/// [`outer_rows`] with register tiles of up to `mr` rows (4 or 8).
+#[allow(clippy::too_many_arguments)]
+fn outer_rows_with(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    dy: &[f32],
+    k0: usize,
+    out: &mut [f32],
+    mr: usize,
+) -> Result<()> {
     let op = "Dense kernel gradient";
     TensorError::check_len(op, "input", &[m, k], x.len())?;
     TensorError::check_len(op, "output gradient", &[m, n], dy.len())?;
@@ -529,7 +568,8 @@ pub fn outer_rows(
         let mut i = 0;
         while i < rows {
             let a = &x[k0 + i..];
-            match rows - i {
+            let tile = (rows - i).min(mr);
+            match tile {
                 1 => outer_tile::<1>(m, a, k, b, n, out, i, c),
                 2 => outer_tile::<2>(m, a, k, b, n, out, i, c),
                 3 => outer_tile::<3>(m, a, k, b, n, out, i, c),
@@ -537,9 +577,9 @@ pub fn outer_rows(
                 5 => outer_tile::<5>(m, a, k, b, n, out, i, c),
                 6 => outer_tile::<6>(m, a, k, b, n, out, i, c),
                 7 => outer_tile::<7>(m, a, k, b, n, out, i, c),
-                _ => outer_tile::<MR>(m, a, k, b, n, out, i, c),
+                _ => outer_tile::<8>(m, a, k, b, n, out, i, c),
             }
-            i += MR;
+            i += tile;
         }
     }
     for i in 0..rows {
@@ -602,4 +642,52 @@ pub fn outer_product(
     dw.par_chunks_mut(rows * n)
         .enumerate()
         .try_for_each(|(b, out)| outer_rows(m, k, n, x, dy, b * rows, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i + seed) * 7919 % 1013) as f32 - 506.0) / 400.0)
+            .collect()
+    }
+
+    /// Both register-tile heights (8 on AVX-512, 4 elsewhere) on every row
+    /// count up to 17, each row once: a tile of 5-7 rows stepped by 4
+    /// added the last rows twice.
+    #[test]
+    fn every_tile_height_covers_each_row_once() {
+        let (k, n) = (70, 2 * NR + 3);
+        let w = values(k * n, 1);
+        for mr in [4, 8] {
+            for m in 1..=17 {
+                let x = values(m * k, m);
+                let mut want = vec![0.0f32; m * n];
+                for r in 0..m {
+                    for j in 0..n {
+                        want[r * n + j] = (0..k).map(|t| x[r * k + t] * w[t * n + j]).sum();
+                    }
+                }
+                let mut y = vec![f32::NAN; m * n];
+                streamed_with(m, k, n, &x, &w, None, &mut y, mr).unwrap();
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-3, "mr {mr} m {m} [{i}]: {a} vs {b}");
+                }
+                // The kernel gradient x^T dy of rows 3.. of x's columns.
+                let dy = values(m * n, 7 * m);
+                let rows = k - 3;
+                let mut out = vec![f32::NAN; rows * n];
+                outer_rows_with(m, k, n, &x, &dy, 3, &mut out, mr).unwrap();
+                for i in 0..rows {
+                    for j in 0..n {
+                        let s: f32 = (0..m).map(|t| x[t * k + 3 + i] * dy[t * n + j]).sum();
+                        let got = out[i * n + j];
+                        assert!((got - s).abs() < 1e-3, "mr {mr} m {m}: {got} vs {s}");
+                    }
+                }
+            }
+        }
+    }
 }
