@@ -720,6 +720,38 @@ impl Dataset {
             .zip(idx.par_iter())
             .map(|(out, &i)| {
                 let mut rng = aug_rng.fork(i as u64);
+                if ycbcr_ok && !augments {
+                    let (th, tw) = self.options.target_size;
+                    let rescale = self.generator.rescale.unwrap_or(1.0);
+                    let path = &self.files[i];
+                    let r = match std::fs::read(path) {
+                        Ok(bytes) => {
+                            nearest_jpeg(&bytes, self.options.max_pixels, th, tw, rescale, out)
+                                .map(Ok)
+                                .unwrap_or_else(|| {
+                                    with_bytes(
+                                        path,
+                                        &bytes,
+                                        self.options.max_pixels,
+                                        ColorMode::Rgb,
+                                        true,
+                                        |src, h, w, ycbcr| {
+                                            if ycbcr {
+                                                fast::resize_nearest_ycbcr(
+                                                    src, h, w, th, tw, rescale, out,
+                                                );
+                                                return Ok(());
+                                            }
+                                            self.render(src, h, w, false, out, &mut rng)
+                                        },
+                                    )
+                                    .and_then(|r| r.map_err(|e| format_err(path, e)))
+                                })
+                        }
+                        Err(e) => Err(io_err(path, e)),
+                    };
+                    return self.settle(i, r);
+                }
                 let r = with_pixels(
                     &self.files[i],
                     self.options.max_pixels,
@@ -736,15 +768,20 @@ impl Dataset {
                     },
                 )
                 .and_then(|r| r.map_err(|e| format_err(&self.files[i], e)));
-                match r {
-                    Ok(()) => true,
-                    Err(e) => {
-                        self.mark_bad(i, &e);
-                        false
-                    }
-                }
+                self.settle(i, r)
             })
             .collect()
+    }
+
+    /// Whether image `i` was read; if not, records it as unreadable.
+    fn settle(&self, i: usize, r: Result<()>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.mark_bad(i, &e);
+                false
+            }
+        }
     }
 
     /// One decoded image (`h` x `w`, `u8`) to its batch slot: resized,
@@ -1035,6 +1072,36 @@ fn on_aligned_stack<R>(f: impl FnOnce() -> R) -> R {
 std::thread_local! {
     /// Each thread's JPEG decoding buffer, reused from image to image.
     static DECODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffers for [`nearest_jpeg`]: the picked pixels and
+    /// the chroma planes.
+    static NEAREST_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Keras's nearest resize of a JPEG to `th` x `tw` RGB values times
+/// `scale`, decoding only the pixels it picks ([`crate::jpeg`]); `None`
+/// when that path does not take the file (not a JPEG, or a kind or a
+/// flaw it leaves to the full decoder), which the caller then decodes in
+/// full. The values are those of [`fast::resize_nearest_ycbcr`] after a
+/// full decode, up to the inverse DCT's rounding (1 level of Y, Cb, Cr).
+fn nearest_jpeg(
+    bytes: &[u8],
+    max_pixels: u64,
+    th: usize,
+    tw: usize,
+    scale: f32,
+    out: &mut [MaybeUninit<f32>],
+) -> Option<()> {
+    if !is_jpeg(bytes) {
+        return None;
+    }
+    NEAREST_BUFFERS.with(|b| {
+        let mut b = b.try_borrow_mut().ok()?;
+        let (picked, planes) = &mut *b;
+        crate::jpeg::decode_nearest(bytes, th, tw, max_pixels, picked, planes)?;
+        fast::resize_nearest_ycbcr(picked, th, tw, th, tw, scale, out);
+        Some(())
+    })
 }
 
 /// Reads and decodes `path` and calls `f(pixels, height, width, ycbcr)`
@@ -1050,16 +1117,28 @@ fn with_pixels<R>(
     f: impl FnOnce(&[u8], usize, usize, bool) -> R,
 ) -> Result<R> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    if is_jpeg(&bytes) && mode == ColorMode::Rgb {
+    with_bytes(path, &bytes, max_pixels, mode, ycbcr_ok, f)
+}
+
+/// [`with_pixels`] of the file's content `bytes`, already read.
+fn with_bytes<R>(
+    path: &Path,
+    bytes: &[u8],
+    max_pixels: u64,
+    mode: ColorMode,
+    ycbcr_ok: bool,
+    f: impl FnOnce(&[u8], usize, usize, bool) -> R,
+) -> Result<R> {
+    if is_jpeg(bytes) && mode == ColorMode::Rgb {
         return DECODE_BUFFER.with(|buf| {
             let mut buf = buf
                 .try_borrow_mut()
                 .map_err(|e| format_err(path, e.to_string()))?;
-            let (h, w, ycbcr) = decode_jpeg_into(path, &bytes, max_pixels, &mut buf, ycbcr_ok)?;
+            let (h, w, ycbcr) = decode_jpeg_into(path, bytes, max_pixels, &mut buf, ycbcr_ok)?;
             Ok(f(&buf[..h * w * 3], h, w, ycbcr))
         });
     }
-    let img = decode_bytes(path, &bytes, max_pixels)?;
+    let img = decode_bytes(path, bytes, max_pixels)?;
     let (h, w, data) = to_channels(img, mode);
     Ok(f(&data, h, w, false))
 }
@@ -1142,8 +1221,26 @@ pub fn load_image_into(path: &Path, options: &FlowOptions, out: &mut [f32]) -> R
         ));
     }
     let lut = fast::scale_lut(1.0);
-    with_pixels(
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let rgb_nearest =
+        options.color_mode == ColorMode::Rgb && options.interpolation == Interpolation::Nearest;
+    if rgb_nearest
+        && nearest_jpeg(
+            &bytes,
+            options.max_pixels,
+            th,
+            tw,
+            1.0,
+            fast::as_uninit(out),
+        )
+        .is_some()
+    {
+        // The same pixels as a rescale-only batch of `flow_from_directory`.
+        return Ok(());
+    }
+    with_bytes(
         path,
+        &bytes,
         options.max_pixels,
         options.color_mode,
         false,
@@ -1306,8 +1403,10 @@ mod tests {
         assert_eq!(rgb[..600], other[..600]);
     }
 
-    /// Rescale-only batches of JPEGs (decoded in YCbCr) equal the plain
-    /// path: each file loaded to RGB, resized (nearest), rescaled.
+    /// Rescale-only batches of JPEGs equal `load_img`'s images (both
+    /// decode only the pixels the nearest resize picks), rescaled; and the
+    /// full decode's (to RGB, then resized) within the inverse DCT's
+    /// rounding: 1 level of Y, Cb or Cr, at most 3 of R, G or B.
     #[test]
     fn rescale_only_batches_equal_load_img() {
         let dir = tempfile::tempdir().unwrap();
@@ -1339,6 +1438,24 @@ mod tests {
             want.extend(t.values().iter().map(|v| v * 0.5));
         }
         assert_eq!(x.values(), &want[..]);
+        let mut full = Vec::new();
+        for f in flow.filepaths() {
+            let (h, w, rgb) = to_channels(decode_image(f, u64::MAX).unwrap(), ColorMode::Rgb);
+            let mut out = vec![0.0; 17 * 19 * 3];
+            let lut = fast::scale_lut(0.5);
+            fast::resize_nearest(&rgb, h, w, 3, 17, 19, &lut, fast::as_uninit(&mut out));
+            full.extend(out);
+        }
+        let mut differ = 0;
+        for (a, b) in x.values().iter().zip(&full) {
+            assert!((a - b).abs() <= 1.5, "{a} against {b}");
+            differ += usize::from(a != b);
+        }
+        assert!(
+            differ * 10 < full.len(),
+            "{differ} of {} values differ",
+            full.len()
+        );
     }
 
     /// Photo-like: smooth colour gradients, a saturated disc (its edge

@@ -24,6 +24,7 @@ pub mod augment;
 pub mod directory;
 mod fast;
 pub mod idx;
+mod jpeg;
 pub mod preview;
 mod simd;
 
