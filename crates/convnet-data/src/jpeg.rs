@@ -832,11 +832,16 @@ fn decode_frame_body<const SIMD: bool>(
     let lw = mcux * hy * 8;
     let (pw, ph) = (mcux * 8, mcuy * 8);
     let full = if subsampled { 1 } else { 3 };
-    scratch.clear();
-    scratch.resize(full * th * lw + if subsampled { 2 * pw * ph } else { 0 }, 0);
-    let (picked, planes) = scratch.split_at_mut(full * th * lw);
+    // Not zeroed again from image to image: every byte read below is
+    // written first (each picked row whole, each plane whole).
+    let need = full * th * lw + if subsampled { 2 * pw * ph } else { 0 };
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let (picked, planes) = scratch[..need].split_at_mut(full * th * lw);
     let (cb_plane, cr_plane) = planes.split_at_mut(planes.len() / 2);
-    let basis = basis();
+    static BASIS: std::sync::OnceLock<[[f32; 8]; 8]> = std::sync::OnceLock::new();
+    let basis = *BASIS.get_or_init(basis);
     let tables = |c: &Component| -> Result<(&Huffman, &Huffman, &[f32; 64]), Declined> {
         let dc = f.dc[c.td].as_ref().ok_or(())?;
         let ac = f.ac[c.ta].as_ref().ok_or(())?;
@@ -901,8 +906,9 @@ fn decode_frame_body<const SIMD: bool>(
     if bits.overread() {
         return Err(());
     }
-    out.clear();
-    out.resize(th * tw * 3, 0);
+    if out.len() != th * tw * 3 {
+        out.resize(th * tw * 3, 0);
+    }
     let xs: Vec<usize> = (0..tw).map(|j| nearest_index(j, f.width, tw)).collect();
     for (ch, rows) in picked.chunks_exact(th * lw).enumerate() {
         for (o, row) in out.chunks_exact_mut(tw * 3).zip(rows.chunks_exact(lw)) {
