@@ -400,6 +400,104 @@ fn basis() -> [[f32; 8]; 8] {
     t
 }
 
+/// Rows `ys` of the block's inverse DCT, level-shifted, rounded and
+/// clamped to 0..=255, into `out[y]`. First the horizontal transform of
+/// each coefficient row with a nonzero value, `g[v] = sum_u F[v][u]
+/// basis[u]` (vectors over `x`), then each row `y` asked for, `128 +
+/// sum_v basis[v][y] g[v]`: every product a scalar times a vector, and
+/// `(vmax + 1) (umax + 1 + rows)` of them. For whole blocks (the chroma
+/// planes); for the few rows of a luma block [`idct_pairs`] costs less.
+#[inline(always)]
+fn idct_rows_plain(b: &Block, basis: &[[f32; 8]; 8], ys: &[usize], out: &mut [[u8; 8]; 8]) {
+    let (vmax, umax) = (b.vmax.min(7), b.umax.min(7));
+    let mut g = [[0.0f32; 8]; 8];
+    for (v, g) in g.iter_mut().enumerate().take(vmax + 1) {
+        for (u, bu) in basis.iter().enumerate().take(umax + 1) {
+            let c = b.coef[v * 8 + u];
+            for x in 0..8 {
+                g[x] += c * bu[x];
+            }
+        }
+    }
+    for &y in ys {
+        let mut p = [128.5f32; 8];
+        for (v, g) in g.iter().enumerate().take(vmax + 1) {
+            let c = basis[v][y & 7];
+            for x in 0..8 {
+                p[x] += c * g[x];
+            }
+        }
+        for (o, &p) in out[y & 7].iter_mut().zip(&p) {
+            // `as u8` saturates: clamped to 0..=255, truncating the `+ 0.5`.
+            *o = p as u8;
+        }
+    }
+}
+
+/// [`idct_rows_plain`] in AVX2 + FMA, two rows at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn idct_rows_avx2(b: &Block, basis: &[[f32; 8]; 8], ys: &[usize], out: &mut [[u8; 8]; 8]) {
+    use std::arch::x86_64::*;
+    let (vmax, umax) = (b.vmax.min(7), b.umax.min(7));
+    // SAFETY (all loads): rows of 8 values, `v * 8 + u < 64` for `u, v <=
+    // 7`.
+    let bas = |u: usize| _mm256_loadu_ps(basis[u].as_ptr());
+    let mut g = [_mm256_setzero_ps(); 8];
+    for (v, g) in g.iter_mut().enumerate().take(vmax + 1) {
+        let c = &b.coef[v * 8..v * 8 + 8];
+        let mut acc = _mm256_mul_ps(_mm256_set1_ps(c[0]), bas(0));
+        for (u, &cu) in c.iter().enumerate().take(umax + 1).skip(1) {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(cu), bas(u), acc);
+        }
+        *g = acc;
+    }
+    let clamp = |p: __m256| {
+        let p = _mm256_min_ps(_mm256_max_ps(p, _mm256_setzero_ps()), _mm256_set1_ps(255.0));
+        _mm256_cvttps_epi32(p)
+    };
+    for pair in ys.chunks(2) {
+        let (y1, y2) = (pair[0] & 7, pair[pair.len() - 1] & 7);
+        let (mut p1, mut p2) = (_mm256_set1_ps(128.5), _mm256_set1_ps(128.5));
+        for (v, &g) in g.iter().enumerate().take(vmax + 1) {
+            p1 = _mm256_fmadd_ps(_mm256_set1_ps(basis[v][y1]), g, p1);
+            p2 = _mm256_fmadd_ps(_mm256_set1_ps(basis[v][y2]), g, p2);
+        }
+        // 8 + 8 values to 16 bytes: packed to u16 by 128-bit lanes (row
+        // 1's low half, row 2's, row 1's high half, row 2's), reordered,
+        // packed to u8.
+        let w = _mm256_packus_epi32(clamp(p1), clamp(p2));
+        let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(w);
+        let bytes = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+        let mut two = [[0u8; 8]; 2];
+        _mm_storeu_si128(two.as_mut_ptr().cast(), bytes);
+        (out[y1], out[y2]) = (two[0], two[1]);
+    }
+}
+
+/// [`idct_rows_plain`], in AVX2 + FMA with `SIMD` (which only the caller
+/// that detected those features passes).
+#[inline(always)]
+fn idct_rows<const SIMD: bool>(
+    b: &Block,
+    basis: &[[f32; 8]; 8],
+    ys: &[usize],
+    out: &mut [[u8; 8]; 8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: `SIMD` is true only under `decode_frame`'s detection of
+        // AVX2 and FMA.
+        unsafe { idct_rows_avx2(b, basis, ys, out) };
+        return;
+    }
+    idct_rows_plain(b, basis, ys, out)
+}
+
 /// Rows `y1` and `y2` of the block's inverse DCT, level-shifted, rounded
 /// and clamped to 0..=255. Two rows, and even and odd terms apart: four
 /// independent sums, so the additions' latency overlaps.
@@ -530,7 +628,7 @@ unsafe fn idct_pair_avx2(b: &Block, basis: &[[f32; 8]; 8], y1: usize, y2: usize)
 /// [`idct_pair`], in AVX2 + FMA with `SIMD` (which only the caller that
 /// detected those features passes).
 #[inline(always)]
-fn idct_rows<const SIMD: bool>(
+fn idct_pairs<const SIMD: bool>(
     b: &Block,
     basis: &[[f32; 8]; 8],
     y1: usize,
@@ -894,12 +992,11 @@ fn decode_frame_body<const SIMD: bool>(
             } else {
                 &mut *cr_plane
             };
-            for y in (0..8).step_by(2) {
-                let pair = idct_rows::<SIMD>(&block, &basis, y, y + 1);
-                for (k, r) in pair.iter().enumerate() {
-                    let at = (my * 8 + y + k) * pw + mx * 8;
-                    plane[at..at + 8].copy_from_slice(r);
-                }
+            let mut rows8 = [[0u8; 8]; 8];
+            idct_rows::<SIMD>(&block, &basis, &[0, 1, 2, 3, 4, 5, 6, 7], &mut rows8);
+            for (y, r) in rows8.iter().enumerate() {
+                let at = (my * 8 + y) * pw + mx * 8;
+                plane[at..at + 8].copy_from_slice(r);
             }
         }
     }
@@ -957,12 +1054,12 @@ fn pick_rows<const SIMD: bool>(
             n += 1;
         }
     }
+    // (A few rows of a block: each row straight from the coefficients,
+    // two at a time, costs less than `idct_rows`'s first pass.)
     for k in (0..n).step_by(2) {
         let (a, c) = (ys[k], ys[(k + 1).min(n - 1)]);
-        let pair = idct_rows::<SIMD>(b, basis, a, c);
-        for (y, r) in [a, c].into_iter().zip(pair) {
-            vals[y & 7] = r;
-        }
+        let pair = idct_pairs::<SIMD>(b, basis, a, c);
+        (vals[a & 7], vals[c & 7]) = (pair[0], pair[1]);
     }
     for &(py, i) in picks {
         buf[i as usize * lw + x0..][..8].copy_from_slice(&vals[usize::from(py) & 7]);
@@ -1099,10 +1196,26 @@ mod tests {
     }
 
     /// Every picked Y, Cb, Cr within 1 level of the full decode's.
+    /// Both builds: the one `decode_nearest` picks, and the plain one.
     fn check(bytes: &[u8], th: usize, tw: usize, what: &str) {
-        let (want, h, w) = reference(bytes, th, tw);
         let (mut got, mut scratch) = (Vec::new(), Vec::new());
         let size = decode_nearest(bytes, th, tw, u64::MAX, &mut got, &mut scratch);
+        check_against_zune(bytes, th, tw, size, &got, what);
+        let f = parse(bytes).unwrap();
+        let r = decode_frame_body::<false>(bytes, &f, th, tw, &mut got, &mut scratch);
+        let size = r.ok().map(|()| (f.height, f.width));
+        check_against_zune(bytes, th, tw, size, &got, &format!("{what} (plain)"));
+    }
+
+    fn check_against_zune(
+        bytes: &[u8],
+        th: usize,
+        tw: usize,
+        size: Option<(usize, usize)>,
+        got: &[u8],
+        what: &str,
+    ) {
+        let (want, h, w) = reference(bytes, th, tw);
         assert_eq!(size, Some((h, w)), "{what}: declined");
         let mut off = 0;
         for (k, (&a, &b)) in got.iter().zip(&want).enumerate() {
