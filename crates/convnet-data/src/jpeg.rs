@@ -38,8 +38,29 @@ const ZIGZAG: [u8; 64] = [
     52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
+/// For each zigzag position `k`, the largest row (`>> 4`) and column (`&
+/// 15`) among positions `0..=k`: bounds of a block's nonzero coefficients
+/// from the position of its last one.
+const EXTENT: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let (mut row, mut col) = (0, 0);
+    let mut k = 0;
+    while k < 64 {
+        let z = ZIGZAG[k];
+        if z >> 3 > row {
+            row = z >> 3;
+        }
+        if z & 7 > col {
+            col = z & 7;
+        }
+        t[k] = row << 4 | col;
+        k += 1;
+    }
+    t
+};
+
 /// Bits looked up at once in a Huffman table.
-const LOOK: u32 = 10;
+const LOOK: u32 = 11;
 
 /// Why this path declines an image (the caller then decodes it in full).
 type Declined = ();
@@ -249,8 +270,10 @@ impl<'a> Bits<'a> {
     }
 }
 
-/// One block's dequantised coefficients (natural order), and the largest
-/// horizontal and vertical frequency with a nonzero one.
+/// One block's dequantised coefficients (natural order), and bounds of
+/// the horizontal and vertical frequencies with a nonzero one (those of
+/// the zigzag positions up to the last nonzero one: no bookkeeping per
+/// coefficient).
 struct Block {
     coef: [f32; 64],
     umax: usize,
@@ -340,7 +363,8 @@ fn decode_block(
     }
     *pred = pred.wrapping_add(value!(s));
     b.coef[0] = *pred as f32 * q[0];
-    let (mut umax, mut vmax) = (0usize, 0usize);
+    // The position of the last nonzero coefficient (or 0).
+    let mut last = 0usize;
     let mut k = 1usize;
     while k < 64 {
         refill!();
@@ -351,10 +375,8 @@ fn decode_block(
             if k > 63 {
                 return Err(());
             }
-            let z = ZIGZAG[k] as usize;
-            b.coef[z] = (f >> 16) as f32 * q[k];
-            umax = umax.max(z & 7);
-            vmax = vmax.max(z >> 3);
+            b.coef[ZIGZAG[k] as usize] = (f >> 16) as f32 * q[k];
+            last = k;
             k += 1;
             continue;
         }
@@ -371,14 +393,13 @@ fn decode_block(
         if k > 63 || size > 10 {
             return Err(());
         }
-        let z = ZIGZAG[k] as usize;
-        b.coef[z] = value!(size) as f32 * q[k];
-        umax = umax.max(z & 7);
-        vmax = vmax.max(z >> 3);
+        b.coef[ZIGZAG[k] as usize] = value!(size) as f32 * q[k];
+        last = k;
         k += 1;
     }
     (bits.acc, bits.n) = (acc, n);
-    (b.umax, b.vmax) = (umax, vmax);
+    let e = EXTENT[last & 63];
+    (b.vmax, b.umax) = (usize::from(e >> 4), usize::from(e & 15));
     Ok(())
 }
 
