@@ -59,6 +59,10 @@ const EXTENT: [u8; 64] = {
     t
 };
 
+/// The flag of the end-of-block code in [`Huffman::ac`] (above its 5
+/// bits of length).
+const EOB: i32 = 1 << 5;
+
 /// Bits looked up at once in a Huffman table.
 const LOOK: u32 = 11;
 
@@ -72,7 +76,7 @@ struct Huffman {
     fast: Box<[u16; 1 << LOOK]>,
     /// For AC tables, indexed the same way: where a code and its value
     /// bits fit in `LOOK` bits together, `(value << 16) | (run << 8) |
-    /// bits`, else 0.
+    /// bits`; for the end-of-block code, `EOB | bits`; else 0.
     ac: Box<[i32; 1 << LOOK]>,
     /// `maxcode[l]`: one past the largest code of length `l`, left-aligned
     /// to 16 bits (0 where no code has that length).
@@ -118,6 +122,10 @@ impl Huffman {
                 let e = fast[i];
                 let (len, symbol) = (u32::from(e >> 8), u32::from(e & 0xFF));
                 let (run, size) = (symbol >> 4, symbol & 15);
+                if len != 0 && symbol == 0 {
+                    *slot = EOB | len as i32;
+                    continue;
+                }
                 if len == 0 || size == 0 || len + size > LOOK {
                     continue;
                 }
@@ -370,6 +378,10 @@ fn decode_block(
         refill!();
         let f = ac.ac[(acc >> (64 - LOOK)) as usize];
         if f != 0 {
+            if f & EOB != 0 {
+                consume!((f & 31) as u32);
+                break;
+            }
             k += ((f >> 8) & 15) as usize;
             consume!((f & 31) as u32);
             if k > 63 {
