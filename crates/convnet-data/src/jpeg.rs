@@ -74,9 +74,10 @@ struct Huffman {
     /// Indexed by the next `LOOK` bits: `(length << 8) | symbol` for codes
     /// of at most `LOOK` bits, 0 for longer ones.
     fast: Box<[u16; 1 << LOOK]>,
-    /// For AC tables, indexed the same way: where a code and its value
-    /// bits fit in `LOOK` bits together, `(value << 16) | (run << 8) |
-    /// bits`; for the end-of-block code, `EOB | bits`; else 0.
+    /// Indexed the same way, where a code and its value bits fit in
+    /// `LOOK` bits together: `(value << 16) | (run << 8) | bits` (for DC
+    /// tables the difference, run 0); for the end-of-block code of an AC
+    /// table, `EOB | bits`; else 0.
     ac: Box<[i32; 1 << LOOK]>,
     /// `maxcode[l]`: one past the largest code of length `l`, left-aligned
     /// to 16 bits (0 where no code has that length).
@@ -117,21 +118,24 @@ impl Huffman {
         }
         maxcode[17] = u32::MAX;
         let mut ac = Box::new([0i32; 1 << LOOK]);
-        if is_ac {
-            for (i, slot) in ac.iter_mut().enumerate() {
-                let e = fast[i];
-                let (len, symbol) = (u32::from(e >> 8), u32::from(e & 0xFF));
-                let (run, size) = (symbol >> 4, symbol & 15);
-                if len != 0 && symbol == 0 {
-                    *slot = EOB | len as i32;
-                    continue;
-                }
-                if len == 0 || size == 0 || len + size > LOOK {
-                    continue;
-                }
+        for (i, slot) in ac.iter_mut().enumerate() {
+            let e = fast[i];
+            let (len, symbol) = (u32::from(e >> 8), u32::from(e & 0xFF));
+            // A DC symbol is a size; an AC symbol a run of zeros and a size
+            // (run 0 and size 0: the end of the block).
+            let (run, size) = if is_ac {
+                (symbol >> 4, symbol & 15)
+            } else {
+                (0, symbol)
+            };
+            if len == 0 || size > 11 || len + size > LOOK {
+                continue;
+            }
+            if is_ac && symbol == 0 {
+                *slot = EOB | len as i32;
+            } else if !is_ac || size != 0 {
                 let bits = (i as u32 >> (LOOK - len - size)) & ((1 << size) - 1);
-                let value = extend(bits, size);
-                *slot = (value << 16) | (run << 8) as i32 | (len + size) as i32;
+                *slot = (extend(bits, size) << 16) | (run << 8) as i32 | (len + size) as i32;
             }
         }
         Some(Huffman {
@@ -365,11 +369,18 @@ fn decode_block(
         }};
     }
     refill!();
-    let s = symbol!(dc);
-    if s > 11 {
-        return Err(());
-    }
-    *pred = pred.wrapping_add(value!(s));
+    let f = dc.ac[(acc >> (64 - LOOK)) as usize];
+    let diff = if f != 0 {
+        consume!((f & 31) as u32);
+        f >> 16
+    } else {
+        let s = symbol!(dc);
+        if s > 11 {
+            return Err(());
+        }
+        value!(s)
+    };
+    *pred = pred.wrapping_add(diff);
     b.coef[0] = *pred as f32 * q[0];
     // The position of the last nonzero coefficient (or 0).
     let mut last = 0usize;
