@@ -1458,6 +1458,67 @@ mod tests {
         );
     }
 
+    /// A folder of libjpeg's files (`tests/fixtures/jpeg`): the kinds the
+    /// picking decoder takes (4:4:4, 4:2:2, 4:2:0, restart markers) and
+    /// those it leaves to zune-jpeg (progressive, grayscale). Each
+    /// rescale-only batch image equals `load_img`'s, and the full decode
+    /// resized within the inverse DCT's rounding; the declined kinds are
+    /// read, not skipped.
+    #[test]
+    fn libjpeg_files_in_a_flow() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+        let dir = tempfile::tempdir().unwrap();
+        let class = dir.path().join("only");
+        std::fs::create_dir_all(&class).unwrap();
+        let names = [
+            "gray",
+            "progressive",
+            "s420",
+            "s420_rst_rows",
+            "s422_rst",
+            "s444",
+        ];
+        for name in names {
+            let from = fixtures.join(format!("{name}.jpg"));
+            std::fs::copy(from, class.join(format!("{name}.jpg"))).unwrap();
+        }
+        let (th, tw) = (41, 37);
+        let flow = ImageDataGenerator::new()
+            .rescale(1.0 / 255.0)
+            .flow_from_directory(
+                dir.path(),
+                FlowOptions {
+                    target_size: (th, tw),
+                    batch_size: names.len(),
+                    shuffle: false,
+                    verbose: false,
+                    class_mode: ClassMode::None,
+                    ..FlowOptions::default()
+                },
+            )
+            .unwrap();
+        let (x, _) = flow.batch(0, 0).unwrap();
+        assert_eq!(x.shape(), &[names.len(), th, tw, 3]);
+        assert_eq!(flow.skipped(), 0);
+        for (k, f) in flow.filepaths().iter().enumerate() {
+            let got = &x.values()[k * th * tw * 3..(k + 1) * th * tw * 3];
+            let t = load_img(f, Some((th, tw)), ColorMode::Rgb, Interpolation::Nearest).unwrap();
+            let lut = fast::scale_lut(1.0 / 255.0);
+            let want: Vec<f32> = t.values().iter().map(|&v| lut[v as usize]).collect();
+            assert!(got == &want[..], "{}", f.display());
+            let (h, w, rgb) = to_channels(decode_image(f, u64::MAX).unwrap(), ColorMode::Rgb);
+            let mut full = vec![0.0; th * tw * 3];
+            fast::resize_nearest(&rgb, h, w, 3, th, tw, &lut, fast::as_uninit(&mut full));
+            for (a, b) in got.iter().zip(&full) {
+                assert!(
+                    (a - b).abs() <= 3.0 / 255.0 + 1e-6,
+                    "{}: {a} against {b}",
+                    f.display()
+                );
+            }
+        }
+    }
+
     /// Photo-like: smooth colour gradients, a saturated disc (its edge
     /// rings past 0..255 in the JPEG: the clamps), grain.
     fn photo(w: u32, h: u32, seed: u32) -> image::RgbImage {
