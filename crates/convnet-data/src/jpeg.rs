@@ -922,6 +922,62 @@ pub(crate) fn decode_nearest(
     Some((f.height, f.width))
 }
 
+/// The inverse DCT's basis, computed once.
+fn basis_table() -> &'static [[f32; 8]; 8] {
+    static BASIS: std::sync::OnceLock<[[f32; 8]; 8]> = std::sync::OnceLock::new();
+    BASIS.get_or_init(basis)
+}
+
+/// Decodes the scan's blocks in order, calling `on_block(component, block
+/// row, block column, block)` for each: luma blocks in luma block
+/// coordinates, chroma blocks in MCU coordinates (1x1 chroma). `Err` for
+/// anything wrong in the data, or data that ends early.
+#[inline(always)]
+fn scan(
+    bytes: &[u8],
+    f: &Frame,
+    mut on_block: impl FnMut(usize, usize, usize, &Block),
+) -> Result<(), Declined> {
+    let [yc, cbc, crc] = f.comps;
+    let (hy, vy) = (yc.h, yc.v);
+    let (mcux, mcuy) = (f.width.div_ceil(8 * hy), f.height.div_ceil(8 * vy));
+    let tables = |c: &Component| -> Result<(&Huffman, &Huffman, &[f32; 64]), Declined> {
+        let dc = f.dc[c.td].as_ref().ok_or(())?;
+        let ac = f.ac[c.ta].as_ref().ok_or(())?;
+        Ok((dc, ac, &f.quant[c.tq]))
+    };
+    let t = [tables(&yc)?, tables(&cbc)?, tables(&crc)?];
+    let mut bits = Bits::new(bytes, f.scan);
+    let mut pred = [0i32; 3];
+    let mut block = Block::new();
+    let mut next_rst = 0u8;
+    for mcu in 0..mcux * mcuy {
+        if f.restart > 0 && mcu > 0 && mcu % f.restart == 0 {
+            bits.restart(next_rst)?;
+            next_rst = (next_rst + 1) & 7;
+            pred = [0; 3];
+        }
+        let (mx, my) = (mcu % mcux, mcu / mcux);
+        // Luma blocks, row by row within the MCU.
+        let (dc, ac, q) = t[0];
+        for v in 0..vy {
+            for h in 0..hy {
+                decode_block(&mut bits, dc, ac, q, &mut pred[0], &mut block)?;
+                on_block(0, my * vy + v, mx * hy + h, &block);
+            }
+        }
+        for ci in 1..3 {
+            let (dc, ac, q) = t[ci];
+            decode_block(&mut bits, dc, ac, q, &mut pred[ci], &mut block)?;
+            on_block(ci, my, mx, &block);
+        }
+    }
+    if bits.overread() {
+        return Err(());
+    }
+    Ok(())
+}
+
 /// [`decode_frame_body`] in an AVX2 + FMA build where the CPU has them
 /// (whatever the crate was compiled for: `f32::mul_add` is an instruction
 /// there), else as compiled.
@@ -963,7 +1019,7 @@ fn decode_frame_body<const SIMD: bool>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<(), Declined> {
-    let [yc, cbc, crc] = f.comps;
+    let yc = f.comps[0];
     let (hy, vy) = (yc.h, yc.v);
     let (mcux, mcuy) = (f.width.div_ceil(8 * hy), f.height.div_ceil(8 * vy));
     let rows = Picks::new(f.height, th, mcuy * vy);
@@ -982,71 +1038,29 @@ fn decode_frame_body<const SIMD: bool>(
     }
     let (picked, planes) = scratch[..need].split_at_mut(full * th * lw);
     let (cb_plane, cr_plane) = planes.split_at_mut(planes.len() / 2);
-    static BASIS: std::sync::OnceLock<[[f32; 8]; 8]> = std::sync::OnceLock::new();
-    let basis = *BASIS.get_or_init(basis);
-    let tables = |c: &Component| -> Result<(&Huffman, &Huffman, &[f32; 64]), Declined> {
-        let dc = f.dc[c.td].as_ref().ok_or(())?;
-        let ac = f.ac[c.ta].as_ref().ok_or(())?;
-        Ok((dc, ac, &f.quant[c.tq]))
-    };
-    let t = [tables(&yc)?, tables(&cbc)?, tables(&crc)?];
-    let mut bits = Bits::new(bytes, f.scan);
-    let mut pred = [0i32; 3];
-    let mut block = Block::new();
-    let mut next_rst = 0u8;
-    for mcu in 0..mcux * mcuy {
-        if f.restart > 0 && mcu > 0 && mcu % f.restart == 0 {
-            bits.restart(next_rst)?;
-            next_rst = (next_rst + 1) & 7;
-            pred = [0; 3];
-        }
-        let (mx, my) = (mcu % mcux, mcu / mcux);
-        // Luma blocks, row by row within the MCU.
-        let (dc, ac, q) = t[0];
-        for v in 0..vy {
-            for h in 0..hy {
-                decode_block(&mut bits, dc, ac, q, &mut pred[0], &mut block)?;
-                pick_rows::<SIMD>(
-                    &block,
-                    &basis,
-                    rows.of(my * vy + v),
-                    (mx * hy + h) * 8,
-                    lw,
-                    picked,
-                );
-            }
-        }
-        for ci in 1..3 {
-            let (dc, ac, q) = t[ci];
-            decode_block(&mut bits, dc, ac, q, &mut pred[ci], &mut block)?;
-            if !subsampled {
-                let at = ci * th * lw;
-                pick_rows::<SIMD>(
-                    &block,
-                    &basis,
-                    rows.of(my),
-                    mx * 8,
-                    lw,
-                    &mut picked[at..at + th * lw],
-                );
-                continue;
-            }
+    let basis = *basis_table();
+    let basis = &basis;
+    scan(bytes, f, |ci, by, bx, block| {
+        if ci == 0 {
+            pick_rows::<SIMD>(block, basis, rows.of(by), bx * 8, lw, picked);
+        } else if !subsampled {
+            let at = ci * th * lw;
+            let rows_c = &mut picked[at..at + th * lw];
+            pick_rows::<SIMD>(block, basis, rows.of(by), bx * 8, lw, rows_c);
+        } else {
             let plane = if ci == 1 {
                 &mut *cb_plane
             } else {
                 &mut *cr_plane
             };
             let mut rows8 = [[0u8; 8]; 8];
-            idct_rows::<SIMD>(&block, &basis, &[0, 1, 2, 3, 4, 5, 6, 7], &mut rows8);
+            idct_rows::<SIMD>(block, basis, &[0, 1, 2, 3, 4, 5, 6, 7], &mut rows8);
             for (y, r) in rows8.iter().enumerate() {
-                let at = (my * 8 + y) * pw + mx * 8;
+                let at = (by * 8 + y) * pw + bx * 8;
                 plane[at..at + 8].copy_from_slice(r);
             }
         }
-    }
-    if bits.overread() {
-        return Err(());
-    }
+    })?;
     if out.len() != th * tw * 3 {
         out.resize(th * tw * 3, 0);
     }
@@ -1184,6 +1198,142 @@ fn upsample_picks(
             }
         }
     }
+}
+
+/// The whole image of the JPEG `bytes` in YCbCr, interleaved (`out`, `h *
+/// w * 3` bytes, as zune-jpeg's YCbCr output: chroma upsampled by its
+/// filter), `scratch` for the planes; `(h, w)`, or `None` where
+/// [`decode_nearest`] declines. For the augmenting path, which samples
+/// the whole image.
+pub(crate) fn decode_full(
+    bytes: &[u8],
+    max_pixels: u64,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Option<(usize, usize)> {
+    let f = parse(bytes).ok()?;
+    if (f.width as u64).saturating_mul(f.height as u64) > max_pixels {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        /// # Safety
+        /// The CPU must have AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fma(
+            b: &[u8],
+            f: &Frame,
+            o: &mut Vec<u8>,
+            s: &mut Vec<u8>,
+        ) -> Result<(), Declined> {
+            full_body::<true>(b, f, o, s)
+        }
+        // SAFETY: both features were detected just above.
+        unsafe { fma(bytes, &f, out, scratch) }.ok()?;
+        return Some((f.height, f.width));
+    }
+    full_body::<false>(bytes, &f, out, scratch).ok()?;
+    Some((f.height, f.width))
+}
+
+#[inline(always)]
+fn full_body<const SIMD: bool>(
+    bytes: &[u8],
+    f: &Frame,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Declined> {
+    let (hy, vy) = (f.comps[0].h, f.comps[0].v);
+    let (mcux, mcuy) = (f.width.div_ceil(8 * hy), f.height.div_ceil(8 * vy));
+    // Planes of whole blocks: luma `lw` x `lh`, chroma `pw` x `ph`.
+    let (lw, lh) = (mcux * hy * 8, mcuy * vy * 8);
+    let (pw, ph) = (mcux * 8, mcuy * 8);
+    let need = lw * lh + 2 * pw * ph;
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let (luma, chroma) = scratch[..need].split_at_mut(lw * lh);
+    let (cb, cr) = chroma.split_at_mut(pw * ph);
+    let basis = *basis_table();
+    let all = [0, 1, 2, 3, 4, 5, 6, 7];
+    scan(bytes, f, |ci, by, bx, block| {
+        let (plane, stride) = match ci {
+            0 => (&mut *luma, lw),
+            1 => (&mut *cb, pw),
+            _ => (&mut *cr, pw),
+        };
+        let mut rows8 = [[0u8; 8]; 8];
+        idct_rows::<SIMD>(block, &basis, &all, &mut rows8);
+        for (y, r) in rows8.iter().enumerate() {
+            let at = (by * 8 + y) * stride + bx * 8;
+            plane[at..at + 8].copy_from_slice(r);
+        }
+    })?;
+    let (h, w) = (f.height, f.width);
+    if out.len() != h * w * 3 {
+        out.resize(h * w * 3, 0);
+    }
+    // Per output row: chroma filtered vertically (the row above for the
+    // upper of a chroma row's two rows, the one below for the lower), then
+    // horizontally at each pixel; interleaved with luma.
+    let mut vert = [vec![0u16; pw], vec![0u16; pw]];
+    let mut horiz = [vec![0u8; lw], vec![0u8; lw]];
+    for (y, o) in out.chunks_exact_mut(w * 3).enumerate() {
+        let (r, rf) = if vy == 1 {
+            (y, y)
+        } else {
+            let r = y / 2;
+            (
+                r,
+                if y & 1 == 0 {
+                    r.saturating_sub(1)
+                } else {
+                    (r + 1).min(ph - 1)
+                },
+            )
+        };
+        for ((v, hz), plane) in vert.iter_mut().zip(horiz.iter_mut()).zip([&*cb, &*cr]) {
+            let (near, far) = (&plane[r * pw..(r + 1) * pw], &plane[rf * pw..(rf + 1) * pw]);
+            for ((v, &n), &fa) in v.iter_mut().zip(near).zip(far) {
+                *v = (3 * u16::from(n) + u16::from(fa) + 2) >> 2;
+            }
+            if hy == 1 {
+                for (h, &v) in hz.iter_mut().zip(v.iter()) {
+                    *h = v as u8;
+                }
+                continue;
+            }
+            // Even outputs lean on the left neighbour, odd on the right;
+            // the plane's edges repeat.
+            let edge = |c: usize, hz: &mut [u8]| {
+                let (l, m, rr) = (v[c.saturating_sub(1)], v[c], v[(c + 1).min(pw - 1)]);
+                hz[2 * c] = ((3 * m + l + 2) >> 2) as u8;
+                hz[2 * c + 1] = ((3 * m + rr + 2) >> 2) as u8;
+            };
+            edge(0, hz);
+            edge(pw - 1, hz);
+            if pw > 2 {
+                let (l, m, rr) = (&v[..pw - 2], &v[1..pw - 1], &v[2..]);
+                let inner = hz[2..2 * pw - 2].chunks_exact_mut(2);
+                for (((h, &l), &m), &rr) in inner.zip(l).zip(m).zip(rr) {
+                    h[0] = ((3 * m + l + 2) >> 2) as u8;
+                    h[1] = ((3 * m + rr + 2) >> 2) as u8;
+                }
+            }
+        }
+        let yrow = &luma[y * lw..y * lw + w];
+        for (((o, &yv), &b), &rv) in o
+            .chunks_exact_mut(3)
+            .zip(yrow)
+            .zip(&horiz[0])
+            .zip(&horiz[1])
+        {
+            o[0] = yv;
+            o[1] = b;
+            o[2] = rv;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1337,6 +1487,80 @@ mod tests {
         }
     }
 
+    /// The whole image: zune-jpeg's YCbCr output within 1 level, in both
+    /// builds, for libjpeg's files and the `image` crate's.
+    #[test]
+    fn whole_images_match_zune() {
+        let mut files: Vec<(String, Vec<u8>)> = [
+            "s444.jpg",
+            "s422.jpg",
+            "s420.jpg",
+            "s420_wide.jpg",
+            "s422_rst.jpg",
+            "s420_rst_rows.jpg",
+            "s420_even.jpg",
+            "s422_even.jpg",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), fixture(n)))
+        .collect();
+        for (h, w) in [(1, 1), (7, 9), (17, 33), (151, 233)] {
+            files.push((format!("image {h}x{w}"), encoded(h, w, 70, 3)));
+        }
+        let (mut got, mut scratch) = (Vec::new(), Vec::new());
+        for (name, bytes) in &files {
+            let want = zune_ycbcr(bytes);
+            let size = decode_full(bytes, u64::MAX, &mut got, &mut scratch);
+            assert!(size.is_some(), "{name}: declined");
+            close(&got, &want, name);
+            let f = parse(bytes).unwrap();
+            full_body::<false>(bytes, &f, &mut got, &mut scratch).unwrap();
+            close(&got, &want, &format!("{name} (plain)"));
+        }
+        // Never taken where zune-jpeg refuses the data.
+        let bytes = fixture("s420.jpg");
+        for len in 0..bytes.len() {
+            if decode_full(&bytes[..len], u64::MAX, &mut got, &mut scratch).is_some() {
+                assert!(zune_strict_ok(&bytes[..len]), "cut to {len}: taken");
+            }
+        }
+        assert_eq!(
+            decode_full(
+                &fixture("progressive.jpg"),
+                u64::MAX,
+                &mut got,
+                &mut scratch
+            ),
+            None
+        );
+        assert_eq!(decode_full(&bytes, 100, &mut got, &mut scratch), None);
+    }
+
+    fn zune_ycbcr(bytes: &[u8]) -> Vec<u8> {
+        use zune_jpeg::zune_core::bytestream::ZCursor;
+        use zune_jpeg::zune_core::colorspace::ColorSpace;
+        use zune_jpeg::zune_core::options::DecoderOptions;
+        let o = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
+        zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), o)
+            .decode()
+            .unwrap()
+    }
+
+    fn close(got: &[u8], want: &[u8], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: size");
+        let mut off = 0;
+        for (k, (&a, &b)) in got.iter().zip(want).enumerate() {
+            let d = (i32::from(a) - i32::from(b)).abs();
+            assert!(d <= 1, "{what}: value {k}: {a} against {b}");
+            off += usize::from(d > 0);
+        }
+        assert!(
+            off * 20 <= got.len(),
+            "{what}: {off} of {} values differ",
+            got.len()
+        );
+    }
+
     /// Kinds left to the full decoder, and data that ends early: `None`.
     #[test]
     fn declines_other_kinds_and_truncated_data() {
@@ -1433,7 +1657,7 @@ mod tests {
         files.truncate(200);
         let data: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let (mut out, mut planes, mut buf) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut zune, mut ours) = (f64::MAX, f64::MAX);
+        let (mut zune, mut ours, mut full) = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..15 {
             let t = std::time::Instant::now();
             for d in &data {
@@ -1445,9 +1669,14 @@ mod tests {
                 decode_nearest(d, 150, 150, u64::MAX, &mut out, &mut planes).unwrap();
             }
             ours = ours.min(t.elapsed().as_secs_f64() / data.len() as f64 * 1e6);
+            let t = std::time::Instant::now();
+            for d in &data {
+                decode_full(d, u64::MAX, &mut out, &mut planes).unwrap();
+            }
+            full = full.min(t.elapsed().as_secs_f64() / data.len() as f64 * 1e6);
         }
         eprintln!(
-            "{}: zune decode {zune:.0} us, sampled {ours:.0} us (min)",
+            "{}: zune decode {zune:.0} us, sampled {ours:.0} us, whole {full:.0} us (min)",
             dir.display()
         );
     }
