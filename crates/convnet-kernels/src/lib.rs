@@ -16,6 +16,7 @@ pub mod conv_pool;
 pub mod dense;
 pub mod dropout;
 pub mod gemm;
+mod gemm_f16;
 pub mod padding;
 pub mod pool;
 

@@ -185,6 +185,7 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
                 winograd_filter: false,
                 winograd_tile: 0,
                 taps: false,
+                half: false,
             });
         }
     }

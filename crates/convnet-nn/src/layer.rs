@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use convnet_autograd::Var;
+use convnet_kernels::conv::Precision;
 use convnet_kernels::Padding;
 use convnet_tensor::{Rng, Tensor};
 
@@ -122,7 +123,10 @@ pub trait Layer {
     /// `y * scale + shift` and, with `relu`, a ReLU, computed in one pass
     /// (a Conv2D without activation folds them into its kernel, bias and
     /// epilogue when its weights are constants), then, with `pool`, max
-    /// pooling. `None` (the default) when the layer cannot.
+    /// pooling; the convolution in `precision` where it can (see
+    /// [`crate::Model::set_frozen_precision`]). `None` (the default) when
+    /// the layer cannot.
+    #[allow(clippy::too_many_arguments)]
     fn forward_scaled(
         &self,
         _input: &Var,
@@ -131,6 +135,7 @@ pub trait Layer {
         _shift: &[f32],
         _relu: bool,
         _pool: Option<MaxPoolWindow>,
+        _precision: Precision,
     ) -> Option<Result<Var>> {
         None
     }
@@ -162,8 +167,10 @@ pub trait Layer {
     /// base). A 1x1 stride-1 Conv2D with constant weights on a constant
     /// input computes it with the pooling after the convolution instead,
     /// on its (fewer) output channels: the two commute, and the shift
-    /// passes through an average whose weights sum to one. `None` (the
-    /// default) when the layer cannot.
+    /// passes through an average whose weights sum to one; the
+    /// convolution in `precision` where it can. `None` (the default) when
+    /// the layer cannot.
+    #[allow(clippy::too_many_arguments)]
     fn forward_avg_pooled_scaled(
         &self,
         _input: &Var,
@@ -172,6 +179,7 @@ pub trait Layer {
         _scale: &[f32],
         _shift: &[f32],
         _relu: bool,
+        _precision: Precision,
     ) -> Option<Result<Var>> {
         None
     }

@@ -44,6 +44,7 @@ mod weights;
 pub use weights::non_finite_report;
 
 pub use activations::Activation;
+pub use convnet_kernels::conv::Precision;
 pub use error::{NnError, Result};
 pub use graph::{set_random_seed, Apply, Input, SymbolicTensor};
 pub use history::{History, Logs};

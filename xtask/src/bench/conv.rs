@@ -4,8 +4,9 @@
 //! FLOPs). Figures count direct-convolution FLOPs (`2*N*OH*OW*9*C*F`), so
 //! a path that needs fewer operations (Winograd) shows as more GFLOP/s.
 //!
-//! `--inception`: the forward pass of each distinct InceptionV3 convolution
-//! up to mixed7 at 150x150, GFLOP/s and share of the time.
+//! `--inception [--half]`: the forward pass of each distinct InceptionV3
+//! convolution up to mixed7 at 150x150, GFLOP/s and share of the time
+//! (`--half`: in [`Precision::Half`], as a frozen base may run).
 //!
 //! `--fused`: each layer followed by 2x2 max pooling as one op
 //! (`conv_pool`), forward and backward, beside the unfused convolution's
@@ -19,8 +20,8 @@ use std::time::Instant;
 
 use convnet_kernels::conv::{
     conv2d_backward_filter, conv2d_backward_filter_tuned, conv2d_backward_input,
-    conv2d_backward_input_tuned, conv2d_forward, conv2d_forward_tuned, ConvGeometry, Epilogue,
-    Tuning,
+    conv2d_backward_input_tuned, conv2d_forward, conv2d_forward_tuned, conv2d_forward_with,
+    ConvGeometry, Epilogue, Precision, Tuning,
 };
 use convnet_kernels::conv_pool::{
     conv2d_max_pool_backward, conv2d_max_pool_forward, ConvPoolGeometry,
@@ -40,7 +41,14 @@ const LAYERS: [(&str, [usize; 4], usize); 3] = [
 pub fn run(opts: &[String]) -> Result<(), String> {
     match opts.first().map(String::as_str) {
         Some("--compare") => return compare(),
-        Some("--inception") => return inception(),
+        Some("--inception") => {
+            let half = match opts.get(1).map(String::as_str) {
+                None => Precision::Single,
+                Some("--half") => Precision::Half,
+                Some(o) => return Err(format!("unknown option `{o}` after --inception")),
+            };
+            return inception(half);
+        }
         Some("--fused") => return fused(),
         Some(o) => return Err(format!("unknown option `{o}`")),
         None => {}
@@ -199,6 +207,7 @@ fn compare() -> Result<(), String> {
             winograd_input: false,
             winograd_filter: false,
             taps: false,
+            half: false,
             ..d
         };
         let x = fill(g.input_shape().iter().product(), 1);
@@ -286,7 +295,7 @@ const INCEPTION: [Shape; 30] = [
 
 /// Forward pass of every InceptionV3 convolution to mixed7 (no bias, no
 /// epilogue), per shape: GFLOP/s and share of the total time.
-fn inception() -> Result<(), String> {
+fn inception(precision: Precision) -> Result<(), String> {
     let mut rows = Vec::new();
     let (mut total_t, mut total_f) = (0.0, 0.0);
     for (count, [h, w, c], [kh, kw], f, s, pad) in INCEPTION {
@@ -296,7 +305,7 @@ fn inception() -> Result<(), String> {
         let k = fill(g.kernel_shape().iter().product(), 2);
         let mut y = vec![0.0; g.output_shape().iter().product()];
         let t = median_secs(1, 5, || {
-            conv2d_forward(&g, &x, &k, None, Epilogue::None, &mut y).unwrap();
+            conv2d_forward_with(&g, &x, &k, None, Epilogue::None, &mut y, precision).unwrap();
         });
         let flops = g.flops() as f64;
         total_t += t * count as f64;

@@ -13,7 +13,7 @@
 use convnet_nn::layers::{Dense, Dropout, Flatten};
 use convnet_nn::optimizers::RMSprop;
 use convnet_nn::Activation::{Relu, Sigmoid};
-use convnet_nn::{clear_session, set_random_seed, Apply, Loss, Metric, Model};
+use convnet_nn::{clear_session, set_random_seed, Apply, Loss, Metric, Model, Precision};
 use convnet_tensor::Tensor;
 use convnet_zoo::inception_v3::InceptionV3;
 
@@ -76,14 +76,26 @@ fn wall_and_cpu(warmup: usize, reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     (wall, cpu[cpu.len() / 2])
 }
 
-/// Run the benchmark (`--forward`: the forward pass only).
+/// Run the benchmark (`--forward`: the forward pass only; `--half`: the
+/// frozen convolutions in [`Precision::Half`], the figures named
+/// `... (half)`).
 pub fn run(opts: &[String]) -> Result<(), String> {
-    let forward_only = match opts.first().map(String::as_str) {
-        None => false,
-        Some("--forward") => true,
-        Some(o) => return Err(format!("unknown option `{o}`")),
+    let (mut forward_only, mut half) = (false, false);
+    for o in opts {
+        match o.as_str() {
+            "--forward" => forward_only = true,
+            "--half" => half = true,
+            o => return Err(format!("unknown option `{o}`")),
+        }
+    }
+    let (mut cut, mut model) = models()?;
+    let tag = if half {
+        cut.set_frozen_precision(Precision::Half);
+        model.set_frozen_precision(Precision::Half);
+        " (half)"
+    } else {
+        ""
     };
-    let (cut, mut model) = models()?;
     // Images rescaled by 1/255, as the mission feeds them.
     let x: Vec<f32> = fill(BATCH * SIDE * SIDE * 3, 21)
         .iter()
@@ -108,7 +120,7 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!(
-        "inception mixed7 forward: {:.1} images/s (CPU {:.1} ms per batch)",
+        "inception mixed7 forward{tag}: {:.1} images/s (CPU {:.1} ms per batch)",
         BATCH as f64 / forward,
         cpu * 1e3
     );
@@ -131,7 +143,7 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         return Err(e);
     }
     println!(
-        "inception transfer train: {:.1} images/s (CPU {:.1} ms per batch)",
+        "inception transfer train{tag}: {:.1} images/s (CPU {:.1} ms per batch)",
         BATCH as f64 / train,
         cpu * 1e3
     );

@@ -6,7 +6,8 @@
 
 use convnet_kernels::activation::{relu_backward, relu_backward_in_place};
 use convnet_kernels::conv::{
-    conv2d_backward_filter, conv2d_backward_input, conv2d_forward_uninit, ConvGeometry, Epilogue,
+    conv2d_backward_filter, conv2d_backward_input, conv2d_forward_uninit_with, ConvGeometry,
+    Epilogue, Precision,
 };
 use convnet_kernels::Padding;
 use convnet_tensor::{Result, Tensor, TensorError};
@@ -114,13 +115,27 @@ impl Var {
         padding: Padding,
         epilogue: Epilogue,
     ) -> Result<Var> {
+        self.conv2d_with(w, b, strides, padding, epilogue, Precision::Single)
+    }
+
+    /// [`Var::conv2d`] with the forward pass in the given [`Precision`]
+    /// (the backward pass, if any, is in single precision).
+    pub fn conv2d_with(
+        &self,
+        w: &Var,
+        b: Option<&Var>,
+        strides: (usize, usize),
+        padding: Padding,
+        epilogue: Epilogue,
+        precision: Precision,
+    ) -> Result<Var> {
         let op = "Conv2D";
         let g = geometry(op, self, w, b, strides, padding)?;
         let (xv, wv) = (self.value().values(), w.value().values());
         let bv = b.map(|b| b.value().values());
         // Written in full by the kernel: no zeroing pass first.
         let y = uninit_vec(g.output_shape().iter().product(), |out| {
-            conv2d_forward_uninit(&g, &xv, &wv, bv.as_deref(), epilogue, out)
+            conv2d_forward_uninit_with(&g, &xv, &wv, bv.as_deref(), epilogue, out, precision)
         })?;
         let y = Tensor::from_vec(&g.output_shape(), y)?;
         let mut inputs = vec![self, w];

@@ -14,7 +14,7 @@ mod reduce;
 mod shape;
 
 pub use batchnorm::BatchStats;
-pub use convnet_kernels::conv::Epilogue;
+pub use convnet_kernels::conv::{Epilogue, Precision};
 pub use convnet_kernels::Padding;
 
 use convnet_tensor::{Result, Tensor};

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::{direct, im2col::im2col_tile, taps, winograd, ConvGeometry, Epilogue, Tuning};
 use crate::gemm::{sgemm, Layout, Parallelism};
+use crate::gemm_f16::{self, PackedB16};
 
 /// Add the bias and apply the epilogue to output rows `out` (`rows x f`).
 pub(super) fn epilogue_tile(out: &mut [f32], f: usize, bias: Option<&[f32]>, epilogue: Epilogue) {
@@ -61,6 +62,12 @@ pub(super) fn run(
         direct::forward(g, input, kernel, bias, epilogue, out, tuning);
         return;
     }
+    if tuning.half {
+        if let Some(packed) = PackedB16::new(kernel, k, f) {
+            half(g, input, kernel, &packed, bias, epilogue, out, tuning);
+            return;
+        }
+    }
     if tuning.taps && taps::applies(g) {
         taps::forward(g, input, kernel, bias, epilogue, out);
         return;
@@ -92,6 +99,55 @@ pub(super) fn run(
                 Parallelism::Sequential,
             );
             epilogue_tile(out_tile, f, bias, epilogue);
+        },
+    );
+}
+
+/// The generic path in half precision (`packed` is `kernel` in halves):
+/// per tile, im2col (not for a 1x1 layer), the half-precision GEMM with
+/// bias and epilogue, and the single-precision GEMM again for a tile whose
+/// outputs overflowed.
+#[allow(clippy::too_many_arguments)]
+fn half(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    packed: &PackedB16,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    tuning: Tuning,
+) {
+    let (k, f) = (g.patch_len(), g.f);
+    let tile = balanced_tile(g.rows(), tuning.tile_rows, rayon::current_num_threads());
+    let pointwise = g.is_pointwise();
+    out.par_chunks_mut(tile * f).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, halves): &mut (Vec<f32>, Vec<u16>), (t, out_tile)| {
+            let r0 = t * tile;
+            let rows = out_tile.len() / f;
+            let a: &[f32] = if pointwise {
+                &input[r0 * k..(r0 + rows) * k]
+            } else {
+                cols.resize(tile * k, 0.0);
+                im2col_tile(g, input, r0, rows, cols);
+                &cols[..rows * k]
+            };
+            if !gemm_f16::gemm(rows, a, k, packed, halves, out_tile, bias, epilogue) {
+                sgemm(
+                    rows,
+                    k,
+                    f,
+                    a,
+                    Layout::RowMajor,
+                    kernel,
+                    Layout::RowMajor,
+                    out_tile,
+                    false,
+                    Parallelism::Sequential,
+                );
+                epilogue_tile(out_tile, f, bias, epilogue);
+            }
         },
     );
 }

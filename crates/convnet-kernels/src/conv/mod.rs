@@ -231,6 +231,10 @@ pub struct Tuning {
     /// (where an eighth or more of the im2col taps fall on padding) one
     /// GEMM per output column (row), over only the taps inside the image.
     pub taps: bool,
+    /// Compute the im2col + GEMM forward pass (1x1 layers included) in
+    /// half precision ([`Precision::Half`]) where the CPU can; Winograd and
+    /// the direct kernels stay in single precision.
+    pub half: bool,
 }
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
@@ -265,6 +269,7 @@ impl Tuning {
             winograd_filter,
             winograd_tile: 0,
             taps: true,
+            half: false,
         }
     }
 }
@@ -329,14 +334,76 @@ pub fn conv2d_forward_uninit(
     epilogue: Epilogue,
     out: &mut [std::mem::MaybeUninit<f32>],
 ) -> Result<()> {
+    conv2d_forward_uninit_with(g, input, kernel, bias, epilogue, out, Precision::Single)
+}
+
+/// [`conv2d_forward_uninit`] in the given [`Precision`].
+pub fn conv2d_forward_uninit_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    precision: Precision,
+) -> Result<()> {
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`. Every path of the
     // forward pass stores each output element before anything reads it:
     // the GEMM runs without accumulating (it does not read its output),
-    // the direct kernels store their register blocks, Winograd's output
-    // transform stores every pixel of every band (tests fill the buffer
-    // with NaN first and find none left); only then do the epilogues read.
+    // the half-precision GEMM stores every row and column of its blocks
+    // (and a tile it computes again goes through the GEMM), the direct
+    // kernels store their register blocks, Winograd's output transform
+    // stores every pixel of every band (tests fill the buffer with NaN
+    // first and find none left); only then do the epilogues read.
     let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-    conv2d_forward(g, input, kernel, bias, epilogue, out)
+    conv2d_forward_with(g, input, kernel, bias, epilogue, out, precision)
+}
+
+/// The arithmetic of a forward convolution ([`conv2d_forward_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `f32` throughout.
+    #[default]
+    Single,
+    /// For layers computed by im2col + GEMM (1x1 layers, strided and
+    /// non-square kernels: not the 3x3 stride-1 layers that Winograd
+    /// computes, nor the direct kernels of the first layer): inputs and
+    /// weights rounded to IEEE half precision, products summed in half
+    /// precision 64 at a time, those sums in `f32`. About 1.3-1.6x the
+    /// speed of `f32` on CPUs with AVX512-FP16 (Intel Sapphire Rapids and
+    /// later), at the cost of errors of about 1e-3 of the outputs' size;
+    /// elsewhere, and for weights beyond half precision's range, the same
+    /// as `Single`. A tile whose outputs overflow half precision is
+    /// computed again in `f32`.
+    Half,
+}
+
+/// [`conv2d_forward`] in the given [`Precision`].
+///
+/// ```
+/// use convnet_kernels::conv::{conv2d_forward_with, ConvGeometry, Epilogue, Precision};
+/// use convnet_kernels::Padding;
+/// let g = ConvGeometry::new([1, 2, 2, 3], [1, 1, 3, 2], (1, 1), Padding::Valid).unwrap();
+/// let (x, w) = (vec![0.5f32; 12], vec![0.25f32; 6]);
+/// let mut y = vec![0.0; 8];
+/// conv2d_forward_with(&g, &x, &w, None, Epilogue::Relu, &mut y, Precision::Half).unwrap();
+/// // 0.5 and 0.25 are exact in half precision, and so is the sum.
+/// assert_eq!(y, vec![0.375f32; 8]);
+/// ```
+pub fn conv2d_forward_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    precision: Precision,
+) -> Result<()> {
+    let tuning = Tuning {
+        half: precision == Precision::Half,
+        ..Tuning::for_geometry(g)
+    };
+    conv2d_forward_tuned(g, input, kernel, bias, epilogue, out, tuning)
 }
 
 /// [`conv2d_forward`] with an explicit [`Tuning`].

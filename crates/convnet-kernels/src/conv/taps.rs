@@ -255,6 +255,7 @@ mod tests {
                 direct: false,
                 winograd: false,
                 taps: false,
+                half: false,
                 ..super::super::Tuning::for_geometry(&g)
             };
             for epilogue in [Epilogue::None, Epilogue::Relu] {

@@ -1,6 +1,6 @@
 use std::sync::Mutex;
 
-use convnet_autograd::ops::Epilogue;
+use convnet_autograd::ops::{Epilogue, Precision};
 use convnet_autograd::Var;
 use convnet_kernels::Padding;
 use convnet_tensor::{Rng, Tensor};
@@ -227,6 +227,7 @@ impl Layer for Conv2D {
         shift: &[f32],
         relu: bool,
         pool: Option<MaxPoolWindow>,
+        precision: Precision,
     ) -> Option<Result<Var>> {
         let f = self.filters;
         if self.activation != Activation::Linear
@@ -248,7 +249,14 @@ impl Layer for Conv2D {
                     epilogue,
                     window,
                 )?,
-                None => input.conv2d(&w, Some(&b), self.strides, self.padding, epilogue)?,
+                None => input.conv2d_with(
+                    &w,
+                    Some(&b),
+                    self.strides,
+                    self.padding,
+                    epilogue,
+                    precision,
+                )?,
             })
         }))
     }
@@ -261,6 +269,7 @@ impl Layer for Conv2D {
         scale: &[f32],
         shift: &[f32],
         relu: bool,
+        precision: Precision,
     ) -> Option<Result<Var>> {
         let f = self.filters;
         let pointwise = self.kernel_size == (1, 1)
@@ -279,12 +288,13 @@ impl Layer for Conv2D {
             let (w, b) = self.folded(params, scale, shift)?;
             // avg(x) (*) W + b == avg(x (*) W) + b for a 1x1 stride-1 W.
             let y = input
-                .conv2d(
+                .conv2d_with(
                     &Var::constant(w),
                     None,
                     (1, 1),
                     Padding::Valid,
                     Epilogue::None,
+                    precision,
                 )?
                 .avg_pool2d(window.0, window.1, window.2)?;
             let mut v = y.value().values().into_owned();
