@@ -30,7 +30,7 @@ use clap::Parser;
 use convnet::nn::layers::{Dense, Dropout, Flatten};
 use convnet::nn::optimizers::RMSprop;
 use convnet::nn::Activation::{Relu, Sigmoid};
-use convnet::nn::{clear_session, set_random_seed, Apply, Loss, Metric, Model};
+use convnet::nn::{clear_session, set_random_seed, Apply, Loss, Metric, Model, Precision};
 use convnet::zoo::InceptionV3;
 
 /// Default epochs: a run on the bundled sample takes a few minutes on two
@@ -61,6 +61,13 @@ pub struct Cli {
     /// ~/.cache/convnet).
     #[arg(long, value_name = "FILE|random")]
     pub weights: Option<String>,
+
+    /// Compute the frozen base's convolutions in half precision (on CPUs
+    /// with AVX512-FP16; elsewhere the flag changes nothing): faster, with
+    /// errors of about 1e-3 of the values per layer. The head trains in
+    /// single precision.
+    #[arg(long)]
+    pub half: bool,
 }
 
 /// The mission's transfer model for `target` (height, width) RGB images,
@@ -114,7 +121,14 @@ pub fn run(
     let preview =
         common::write_augmentation_preview(&data, &generator, args.target_size, args.seed, &out)?;
     let mut model = transfer_model(args.target_size, args.seed, &weights)?;
+    let precision = if cli.half {
+        model.set_frozen_precision(Precision::Half);
+        "the frozen base's convolutions in half precision (--half)"
+    } else {
+        "single precision throughout"
+    };
     model.summary();
+    println!("arithmetic: {precision}");
     println!("InceptionV3 base: {}", weights.describe());
     println!("{}", cli.augment.note());
     let (files, trained) = common::train_and_write(
@@ -134,6 +148,7 @@ pub fn run(
              RMSprop(learning_rate=1e-4)"
                 .into(),
             cli.augment.note(),
+            format!("arithmetic: {precision}"),
             "`augmentation_preview.png`: one training image under 9 random augmentations".into(),
         ],
     )?;

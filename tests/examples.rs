@@ -346,6 +346,7 @@ fn inception_transfer_runs_from_random_weights_and_stops_without_the_imagenet_fi
         "2",
         "--target-size",
         "75",
+        "--half",
     ])
     .unwrap();
     let dir = inception_transfer::run(cli, &inception_transfer::common::Interrupt::new()).unwrap();
@@ -362,6 +363,7 @@ fn inception_transfer_runs_from_random_weights_and_stops_without_the_imagenet_fi
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("RANDOM weights"), "{report}");
     assert!(report.contains("mixed7"), "{report}");
+    assert!(report.contains("half precision (--half)"), "{report}");
     assert!(inception_transfer::common::random_weights_banner("x").contains("RANDOM"));
 
     // The mission's model at 150x150: Keras's parameter counts.

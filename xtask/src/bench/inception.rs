@@ -10,6 +10,7 @@
 //! time of all the process's threads per batch (Linux; steadier than wall
 //! time when other jobs share the cores). `--forward`: the forward pass only.
 
+use convnet_data::{ColorMode, Interpolation};
 use convnet_nn::layers::{Dense, Dropout, Flatten};
 use convnet_nn::optimizers::RMSprop;
 use convnet_nn::Activation::{Relu, Sigmoid};
@@ -76,6 +77,83 @@ fn wall_and_cpu(warmup: usize, reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     (wall, cpu[cpu.len() / 2])
 }
 
+/// The bundled sample's validation images (up to 16 per class) at
+/// 150x150, rescaled by 1/255, or `None` when the folder is not there.
+fn sample_images() -> Result<Option<Tensor>, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/validation");
+    let Ok(classes) = std::fs::read_dir(&root) else {
+        return Ok(None);
+    };
+    let mut classes: Vec<_> = classes.filter_map(|e| Some(e.ok()?.path())).collect();
+    classes.sort();
+    let mut values = Vec::new();
+    let mut count = 0;
+    for class in classes {
+        let mut files: Vec<_> = std::fs::read_dir(&class)
+            .map_err(|e| format!("{}: {e}", class.display()))?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .collect();
+        files.sort();
+        for f in files.iter().take(16) {
+            let img = convnet_data::directory::load_img(
+                f,
+                Some((SIDE, SIDE)),
+                ColorMode::Rgb,
+                Interpolation::Nearest,
+            )
+            .map_err(|e| e.to_string())?;
+            values.extend(img.values().iter().map(|v| v / 255.0));
+            count += 1;
+        }
+    }
+    Tensor::from_vec(&[count, SIDE, SIDE, 3], values)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Prints how far the base's mixed7 output in half precision lies from
+/// single precision's, on the bundled sample's images (the synthetic batch
+/// without them): the root mean square of the differences and the largest
+/// one, both over the root mean square of the output.
+fn half_error(cut: &mut Model) -> Result<(), String> {
+    let (x, what) = match sample_images()? {
+        Some(x) => (x, "the bundled sample's validation images"),
+        None => (
+            Tensor::from_vec(
+                &[BATCH, SIDE, SIDE, 3],
+                fill(BATCH * SIDE * SIDE * 3, 21)
+                    .iter()
+                    .map(|v| 0.5 + 0.5 * v)
+                    .collect(),
+            )
+            .map_err(|e| e.to_string())?,
+            "a synthetic batch",
+        ),
+    };
+    let e = |e: convnet_nn::NnError| e.to_string();
+    let half = cut.predict(&x, BATCH).map_err(e)?;
+    cut.set_frozen_precision(Precision::Single);
+    let single = cut.predict(&x, BATCH).map_err(e)?;
+    cut.set_frozen_precision(Precision::Half);
+    let (h, s) = (half.values(), single.values());
+    let rms = (s.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+    let diff: Vec<f64> = h
+        .iter()
+        .zip(s.iter())
+        .map(|(a, b)| (a - b).abs() as f64)
+        .collect();
+    let rms_diff = (diff.iter().map(|d| d * d).sum::<f64>() / diff.len() as f64).sqrt();
+    let largest = diff.iter().fold(0.0f64, |a, &d| a.max(d));
+    println!(
+        "inception mixed7 half precision error: {:.2e} rms, {:.2e} largest, of the output's rms \
+         ({} images of {what}; weights as built)",
+        rms_diff / rms,
+        largest / rms,
+        x.shape()[0]
+    );
+    Ok(())
+}
+
 /// Run the benchmark (`--forward`: the forward pass only; `--half`: the
 /// frozen convolutions in [`Precision::Half`], the figures named
 /// `... (half)`).
@@ -124,6 +202,9 @@ pub fn run(opts: &[String]) -> Result<(), String> {
         BATCH as f64 / forward,
         cpu * 1e3
     );
+    if half {
+        half_error(&mut cut)?;
+    }
     if forward_only {
         if convnet_autograd::profile::enabled() {
             eprint!("{}", convnet_autograd::profile::report());

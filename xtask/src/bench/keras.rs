@@ -4,7 +4,8 @@
 //! of the two rounds kept on each side, and the ratio printed, so the
 //! comparison holds on a shared, noisy machine. Needs a Python with
 //! TensorFlow (`pip install tensorflow-cpu pillow scipy`; `PYTHON` picks the
-//! interpreter, default `python3`).
+//! interpreter, default `python3`). With `inception --half`, our figures
+//! named `... (half)` are set against Keras's float32 ones.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,7 +97,14 @@ pub fn against_keras(targets: &[(&str, Vec<String>)]) -> Result<(), String> {
                 keep(&mut e.2, v, &unit);
             }
         }
+        // Our half-precision figures (`inception --half`) against Keras's
+        // float32 figures of the same name.
+        let keras_single: BTreeMap<String, f64> = best
+            .iter()
+            .filter_map(|(n, (_, _, k))| Some((format!("{n} (half)"), (*k)?)))
+            .collect();
         for (name, (unit, ours, theirs)) in best {
+            let theirs = theirs.or_else(|| keras_single.get(&name).copied());
             match (ours, theirs) {
                 (Some(o), Some(k)) => {
                     let ratio = if higher_is_better(&unit) {

@@ -7,6 +7,7 @@ mod augmented;
 mod basic_cnn;
 mod conv;
 mod data;
+mod half;
 mod inception;
 mod keras;
 
@@ -36,6 +37,10 @@ const TARGETS: &[Target] = &[
     Target {
         name: "data",
         run: data::run,
+    },
+    Target {
+        name: "half",
+        run: half::run,
     },
     Target {
         name: "augmented",
@@ -86,7 +91,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     if chosen.is_empty() {
-        chosen = TARGETS.iter().map(|t| (t, Vec::new())).collect();
+        // `half` trains a network for a minute or two and needs
+        // Fashion-MNIST: only when named.
+        chosen = TARGETS
+            .iter()
+            .filter(|t| t.name != "half")
+            .map(|t| (t, Vec::new()))
+            .collect();
     }
     if against_keras {
         return keras::against_keras(
