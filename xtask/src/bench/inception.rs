@@ -145,7 +145,7 @@ fn half_error(cut: &mut Model) -> Result<(), String> {
     let rms_diff = (diff.iter().map(|d| d * d).sum::<f64>() / diff.len() as f64).sqrt();
     let largest = diff.iter().fold(0.0f64, |a, &d| a.max(d));
     println!(
-        "inception mixed7 half precision error: {:.2e} rms, {:.2e} largest, of the output's rms \
+        "inception mixed7 half precision error = {:.2e} rms, {:.2e} largest, of the output's rms \
          ({} images of {what}; weights as built)",
         rms_diff / rms,
         largest / rms,
