@@ -119,7 +119,16 @@ fn half(
     tuning: Tuning,
 ) {
     let (k, f) = (g.patch_len(), g.f);
-    let tile = balanced_tile(g.rows(), tuning.tile_rows, rayon::current_num_threads());
+    // The weights are packed once for all tiles, so tiles need not be
+    // long: an im2col tile that stays in L2 (the general path's tiles
+    // hold at least 256 rows because each GEMM call packs the weights).
+    let rows = (super::TILE_BYTES / (4 * k.max(1))).clamp(48, tuning.tile_rows.max(48));
+    let rows = if tuning.tile_rows < 48 {
+        tuning.tile_rows
+    } else {
+        rows
+    };
+    let tile = balanced_tile(g.rows(), rows, rayon::current_num_threads());
     let pointwise = g.is_pointwise();
     out.par_chunks_mut(tile * f).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),

@@ -239,7 +239,7 @@ pub struct Tuning {
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
 /// 512 KiB-1 MiB L2, leaving room for the packed kernel and the output rows).
-const TILE_BYTES: usize = 256 * 1024;
+pub(super) const TILE_BYTES: usize = 256 * 1024;
 
 /// Fewest rows per tile: each tile's GEMM packs the whole kernel matrix
 /// again, which with wide patches (InceptionV3's 3x3 stride-2 288 -> 384
