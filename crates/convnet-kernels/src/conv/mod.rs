@@ -13,7 +13,9 @@
 //! layer of an image model) and the vector lanes it is written in,
 //! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
 //! channels (all three passes), and a forward pass for 1xk / kx1 layers on
-//! small maps that skips the taps on padding.
+//! small maps that skips the taps on padding. [`Precision::Half`] runs the
+//! im2col + GEMM path (1x1 layers included) through a half-precision GEMM
+//! on CPUs with AVX512-FP16 (`crate::gemm_f16`).
 
 mod backward_filter;
 mod backward_input;
