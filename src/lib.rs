@@ -90,7 +90,7 @@ pub mod prelude {
     pub use convnet_nn::layers::*;
     pub use convnet_nn::optimizers::{Adam, Optimizer, RMSprop, SGD};
     pub use convnet_nn::{
-        Activation, Apply, FitOptions, History, Input, Loss, Metric, Model, Sequential,
+        Activation, Apply, FitOptions, History, Input, Loss, Metric, Model, Precision, Sequential,
     };
     pub use convnet_tensor::{Rng, Shape, Tensor, TensorError};
 }
