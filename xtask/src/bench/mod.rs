@@ -48,6 +48,9 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// Options that take a value (the next argument).
+const VALUE_OPTIONS: &[&str] = &["--dir", "--data", "--epochs"];
+
 /// Targets with a Keras counterpart in `benches/keras/bench.py`.
 const KERAS_TARGETS: &[&str] = &["basic_cnn", "inception", "augmented"];
 
@@ -65,7 +68,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .filter(|a| *a != "--against-keras")
         .cloned()
         .collect();
-    let args = args.as_slice();
+    let chosen = choose(&args)?;
+    if against_keras {
+        return keras::against_keras(
+            &chosen
+                .iter()
+                .filter(|(t, _)| KERAS_TARGETS.contains(&t.name))
+                .map(|(t, o)| (t.name, o.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    for (t, opts) in chosen {
+        (t.run)(&opts).map_err(|e| format!("{}: {e}", t.name))?;
+    }
+    Ok(())
+}
+
+/// The targets named in `args` with their options (every target but
+/// `half` when none is named).
+fn choose(args: &[String]) -> Result<Vec<(&'static Target, Vec<String>)>, String> {
     let mut chosen: Vec<(&Target, Vec<String>)> = Vec::new();
     for arg in args {
         if arg.starts_with('-') {
@@ -75,11 +96,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             continue;
         }
-        // An option's value (`--dir DIR`) follows its option.
+        // An option's value (`--dir DIR`) follows its option; flags
+        // (`--half`, `--forward`) take none.
         if let Some((_, opts)) = chosen.last_mut() {
             if opts
                 .last()
-                .is_some_and(|o| o.starts_with("--") && !o.contains('='))
+                .is_some_and(|o| VALUE_OPTIONS.contains(&o.as_str()))
             {
                 opts.push(arg.clone());
                 continue;
@@ -99,19 +121,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map(|t| (t, Vec::new()))
             .collect();
     }
-    if against_keras {
-        return keras::against_keras(
-            &chosen
-                .iter()
-                .filter(|(t, _)| KERAS_TARGETS.contains(&t.name))
-                .map(|(t, o)| (t.name, o.clone()))
-                .collect::<Vec<_>>(),
-        );
-    }
-    for (t, opts) in chosen {
-        (t.run)(&opts).map_err(|e| format!("{}: {e}", t.name))?;
-    }
-    Ok(())
+    Ok(chosen)
 }
 
 /// Median wall time in seconds of `reps` calls of `f`, after `warmup` calls.
@@ -141,4 +151,44 @@ pub fn fill(len: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    fn names(args: &[&str]) -> Vec<(String, Vec<String>)> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        choose(&args)
+            .unwrap()
+            .into_iter()
+            .map(|(t, o)| (t.name.to_string(), o))
+            .collect()
+    }
+
+    #[test]
+    fn flags_take_no_value_and_value_options_take_one() {
+        let got = names(&[
+            "inception",
+            "--half",
+            "augmented",
+            "data",
+            "--dir",
+            "x",
+            "conv",
+        ]);
+        let want: Vec<(String, Vec<String>)> = vec![
+            ("inception".into(), vec!["--half".into()]),
+            ("augmented".into(), vec![]),
+            ("data".into(), vec!["--dir".into(), "x".into()]),
+            ("conv".into(), vec![]),
+        ];
+        assert_eq!(got, want);
+        let all = names(&[]);
+        assert!(all.iter().all(|(n, _)| n != "half") && all.len() == super::TARGETS.len() - 1);
+        let args = vec!["--half".to_string()];
+        assert!(choose(&args).is_err());
+        let args = vec!["nope".to_string()];
+        assert!(choose(&args).is_err());
+    }
 }
