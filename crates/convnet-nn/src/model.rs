@@ -303,8 +303,10 @@ impl Model {
     /// which Winograd already cuts) with inputs and weights rounded to
     /// half precision and sums in half precision over 64 terms, then in
     /// `f32`, on CPUs with AVX512-FP16 (elsewhere it is `Single`): faster,
-    /// with errors of about 1e-3 of the values per layer. Trainable layers
-    /// and all gradients stay in `f32`.
+    /// with errors of about 1e-3 of the values per layer. Trainable layers,
+    /// all gradients, and a convolution computed together with the max
+    /// pooling after it (InceptionV3's two, both 3x3 stride 1) stay in
+    /// `f32`.
     ///
     /// ```
     /// use convnet_nn::{layers::*, Apply, Input, Model, Precision};
