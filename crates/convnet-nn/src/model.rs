@@ -31,6 +31,10 @@ pub struct Model {
     pub(crate) compiled: Option<Compiled>,
     /// The arithmetic of convolutions with constant weights.
     pub(crate) frozen_precision: Precision,
+    /// Where `forward` starts: `None`, the input; `Some(node)`, that
+    /// node's value is given (a frozen base's cached output, during
+    /// `fit_arrays`).
+    pub(crate) start: Option<usize>,
 }
 
 /// Keras's `Sequential`: a stack of layers, each fed by the previous one.
@@ -167,6 +171,7 @@ impl Model {
             order,
             compiled: None,
             frozen_precision: Precision::Single,
+            start: None,
         })
     }
 
@@ -392,6 +397,89 @@ impl Model {
 
     /// Run the model on `x`. Non-trainable weight updates (BN moving
     /// statistics) are returned as `(layer, weight index, value)`.
+    /// The frozen base's output, if the model has one: the last node such
+    /// that every layer up to it is frozen (or has no weights) and computes
+    /// the same in training as in inference (no Dropout), that every path
+    /// from the input to the output goes through, with weights before it
+    /// and trainable weights after it. Training can then start from its
+    /// value, computed once per sample.
+    pub(crate) fn frozen_cut(&self) -> Option<usize> {
+        let g = self.graph.borrow();
+        let mut last_use = vec![None; g.nodes.len()];
+        for (p, &n) in self.order.iter().enumerate() {
+            for &i in &g.nodes[n].inputs {
+                last_use[i] = Some(p);
+            }
+        }
+        let (mut open, mut weights, mut best) = (0usize, false, None);
+        let mut after = None;
+        for (p, &n) in self.order.iter().enumerate() {
+            if let NodeKind::Layer(l) = g.nodes[n].kind {
+                let layer = &g.layers[l];
+                let has = !layer.weights().is_empty();
+                if (has && layer.core().trainable) || layer.class_name() == "Dropout" {
+                    after = Some(p);
+                    break;
+                }
+                weights |= has;
+            }
+            if last_use[n].is_some_and(|u| u > p) {
+                open += 1;
+            }
+            for &i in &g.nodes[n].inputs {
+                if last_use[i] == Some(p) {
+                    open -= 1;
+                }
+            }
+            let alone = open == 1 && last_use[n].is_some_and(|u| u > p);
+            if alone && weights && n != self.output {
+                best = Some(n);
+            }
+        }
+        // Something after it must train.
+        let trains = after.is_some_and(|p| {
+            self.order[p..].iter().any(|&n| match g.nodes[n].kind {
+                NodeKind::Layer(l) => {
+                    g.layers[l].core().trainable && !g.layers[l].weights().is_empty()
+                }
+                _ => false,
+            })
+        });
+        best.filter(|_| trains)
+    }
+
+    /// The layer whose output `fit_arrays` computes once per sample (see
+    /// [`crate::FitOptions::cache_frozen_base`]), if the model has a frozen
+    /// base. For tests and logs.
+    #[doc(hidden)]
+    pub fn frozen_base_output(&self) -> Option<String> {
+        self.frozen_cut().map(|n| self.node_name(n))
+    }
+
+    /// The model from the input to `node` (sharing the layers).
+    pub(crate) fn prefix(&self, node: usize) -> Result<Model> {
+        Ok(Model {
+            name: format!("{}_base", self.name),
+            kind: ModelKind::Functional,
+            graph: self.graph.clone(),
+            input: self.input,
+            output: node,
+            order: Self::order_between(&self.graph, self.input, node)?,
+            compiled: None,
+            frozen_precision: self.frozen_precision,
+            start: None,
+        })
+    }
+
+    /// The name of the layer that computes `node`.
+    pub(crate) fn node_name(&self, node: usize) -> String {
+        let g = self.graph.borrow();
+        match g.nodes[node].kind {
+            NodeKind::Layer(l) => g.layers[l].name().to_string(),
+            _ => "the input".into(),
+        }
+    }
+
     pub(crate) fn forward(
         &self,
         x: Var,
@@ -400,7 +488,8 @@ impl Model {
         step_rng: &Rng,
     ) -> Result<(Var, WeightUpdates)> {
         let g = self.graph.borrow();
-        let expected = &g.nodes[self.input].shape;
+        let start = self.start.unwrap_or(self.input);
+        let expected = &g.nodes[start].shape;
         if x.shape().len() != expected.len() + 1 || &x.shape()[1..] != expected.as_slice() {
             return Err(NnError::Data(format!(
                 "model \"{}\" expects inputs of shape {}, got a batch of shape {:?}",
@@ -434,10 +523,16 @@ impl Model {
             }
         };
         let mut values: Vec<Option<Var>> = vec![None; g.nodes.len()];
-        values[self.input] = Some(x);
+        values[start] = Some(x);
+        // From a later start, the nodes up to it are not computed: every
+        // path to the output goes through it (`frozen_cut`).
+        let skip = match self.start {
+            Some(s) => self.order.iter().position(|&n| n == s).map_or(0, |p| p + 1),
+            None => 0,
+        };
         let mut fused_away = vec![false; g.nodes.len()];
         let mut all_updates = Vec::new();
-        for &n in &self.order {
+        for &n in &self.order[skip..] {
             let NodeKind::Layer(l) = g.nodes[n].kind else {
                 continue;
             };

@@ -18,6 +18,11 @@ pub(crate) struct Compiled {
     pub metrics: Vec<Metric>,
 }
 
+/// The most memory `fit_arrays` spends on a frozen base's cached outputs
+/// (training and validation samples together); past it, every step runs
+/// the whole model.
+const MAX_CACHED_BYTES: usize = 2 << 30;
+
 /// Something that turns into an `(inputs, targets)` batch: a plain pair, or
 /// a `Result` of one from a fallible data source.
 pub trait IntoBatch {
@@ -74,6 +79,16 @@ pub struct FitOptions {
     pub initial_epoch: usize,
     /// Seed of the dropout masks.
     pub seed: u64,
+    /// [`Model::fit_arrays`] only: when the model starts with a frozen
+    /// base (every layer up to some layer frozen, no Dropout among them,
+    /// and the rest of the model reached only through that layer's
+    /// output), compute the base's output once per sample and train the
+    /// layers after it from those values, instead of running the base
+    /// again every epoch (the same values: a frozen base computes the same
+    /// in training as in inference). Up to 2 GiB of such values; on by
+    /// default. A source of batches ([`Model::fit`]) always runs the whole
+    /// model: its images may be augmented.
+    pub cache_frozen_base: bool,
 }
 
 impl Default for FitOptions {
@@ -85,6 +100,7 @@ impl Default for FitOptions {
             verbose: 1,
             initial_epoch: 0,
             seed: 0,
+            cache_frozen_base: true,
         }
     }
 }
@@ -262,9 +278,23 @@ impl Model {
     pub fn fit_with_callbacks(
         &mut self,
         train: &mut dyn BatchSource,
+        validation: Option<&mut dyn BatchSource>,
+        options: &FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        self.fit_inner(train, validation, options, callbacks, None)
+    }
+
+    /// [`Model::fit_with_callbacks`]; with `start`, the batches' inputs are
+    /// the values of that node (a frozen base's output), and each step
+    /// runs the layers after it only. Callbacks see the whole model.
+    fn fit_inner(
+        &mut self,
+        train: &mut dyn BatchSource,
         mut validation: Option<&mut dyn BatchSource>,
         options: &FitOptions,
         callbacks: &mut [&mut dyn Callback],
+        start: Option<usize>,
     ) -> Result<History> {
         self.compiled()?;
         if options.steps_per_epoch == Some(0) {
@@ -337,7 +367,10 @@ impl Model {
                 };
                 let (x, y) = batch?;
                 let rng = seed_rng.fork(((epoch as u64) << 32) | step as u64);
-                let loss = self.train_step(&x, &y, &rng, &mut running)?;
+                self.start = start;
+                let loss = self.train_step(&x, &y, &rng, &mut running);
+                self.start = None;
+                let loss = loss?;
                 step += 1;
                 let logs = running.logs("", &self.compiled()?.metrics);
                 progress.step(step, &logs);
@@ -349,7 +382,10 @@ impl Model {
             }
             let mut logs = running.logs("", &self.compiled()?.metrics);
             if let Some(v) = validation.as_deref_mut() {
-                let val = self.evaluate_source(v, options.validation_steps)?;
+                self.start = start;
+                let val = self.evaluate_source(v, options.validation_steps);
+                self.start = None;
+                let val = val?;
                 for (k, x) in val {
                     logs.insert(format!("val_{k}"), x);
                 }
@@ -390,7 +426,47 @@ impl Model {
         let n = x.shape()[0];
         let steps = n.div_ceil(batch_size);
         let mut rng = Rng::new(options.seed ^ 0x5eed);
-        let (x, y) = (x.clone(), y.clone());
+        // A frozen base (every layer up to some node frozen and the same in
+        // training as in inference): its output computed once per sample,
+        // every step then trains the layers after it only.
+        let cut = self.frozen_cut().filter(|&c| {
+            if !options.cache_frozen_base {
+                return false;
+            }
+            let per_sample: usize = self.graph.borrow().nodes[c].shape.iter().product();
+            let samples = n + validation_data.map_or(0, |(vx, _)| vx.shape()[0]);
+            4 * per_sample * samples <= MAX_CACHED_BYTES
+        });
+        let (x, validation_data) = match cut {
+            Some(c) => {
+                let started = Instant::now();
+                let base = self.prefix(c)?;
+                let fx = base.predict(x, batch_size)?;
+                let fv = match validation_data {
+                    Some((vx, vy)) => Some((base.predict(vx, batch_size)?, vy.clone())),
+                    None => None,
+                };
+                if options.verbose > 0 {
+                    println!(
+                        "The frozen layers up to \"{}\" ran once on the {} training{} samples \
+                         ({:.1} s); every epoch trains the layers after it only",
+                        self.node_name(c),
+                        n,
+                        fv.as_ref().map_or(String::new(), |(v, _)| format!(
+                            " and {} validation",
+                            v.shape()[0]
+                        )),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                (fx, fv)
+            }
+            None => (
+                x.clone(),
+                validation_data.map(|(vx, vy)| (vx.clone(), vy.clone())),
+            ),
+        };
+        let y = y.clone();
         let mut order: Vec<usize> = Vec::new();
         let mut cursor = 0;
         let mut train = std::iter::from_fn(move || {
@@ -408,16 +484,16 @@ impl Model {
         });
         let mut opts = options.clone();
         opts.steps_per_epoch = Some(steps);
-        match validation_data {
+        match &validation_data {
             Some((vx, vy)) => {
                 check_batch(vx, vy)?;
                 let mut val = ArrayBatches::new(vx, vy, batch_size);
                 val.cycle = true;
                 let vsteps = val.steps();
                 opts.validation_steps = Some(vsteps);
-                self.fit_with_callbacks(&mut train, Some(&mut val), &opts, callbacks)
+                self.fit_inner(&mut train, Some(&mut val), &opts, callbacks, cut)
             }
-            None => self.fit_with_callbacks(&mut train, None, &opts, callbacks),
+            None => self.fit_inner(&mut train, None, &opts, callbacks, cut),
         }
     }
 
