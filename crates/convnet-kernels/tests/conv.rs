@@ -184,6 +184,7 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
                 winograd_input: false,
                 winograd_filter: false,
                 winograd_tile: 0,
+                winograd_1d: false,
                 taps: false,
                 half: false,
             });
@@ -192,6 +193,7 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
     // The 1xk / kx1 path wherever it applies, before the direct kernels.
     out.push(Tuning {
         direct: false,
+        winograd_1d: false,
         taps: true,
         ..d
     });
@@ -223,7 +225,7 @@ fn check_all(g: &ConvGeometry, bias: bool, epilogue: Epilogue, seed: u64) {
         let ctx = format!("{g:?} {t:?}");
         let mut y = vec![f32::NAN; dy.len()];
         conv2d_forward_tuned(g, &x, &w, b.as_deref(), epilogue, &mut y, t).unwrap();
-        let wino = t.winograd || t.winograd_input || t.winograd_filter;
+        let wino = t.winograd || t.winograd_input || t.winograd_filter || t.winograd_1d;
         want_y.assert_close_winograd(&y, &format!("forward {ctx}"), wino);
         let mut dx = vec![f32::NAN; x.len()];
         conv2d_backward_input_tuned(g, &dy, &w, &mut dx, t).unwrap();
@@ -357,6 +359,22 @@ fn larger_channel_counts() {
     // tiles (the default tile of k = 3*3*40 is ~180 rows).
     let g = geometry([2, 17, 19, 40], [3, 3, 24], (1, 1), Padding::Same);
     check_all(&g, true, Epilogue::Relu, 11);
+}
+
+#[test]
+fn inception_1x7_and_7x1_layers() {
+    // InceptionV3's 7x7 maps (Winograd F(4, 7) by default: two tiles per
+    // line, the second one's last output dropped), and a longer line.
+    for (input, kernel, p) in [
+        ([2, 7, 7, 32], [1, 7, 24], Padding::Same),
+        ([2, 7, 7, 24], [7, 1, 32], Padding::Same),
+        ([1, 5, 17, 16], [1, 7, 17], Padding::Valid),
+        ([1, 17, 3, 17], [7, 1, 16], Padding::Same),
+    ] {
+        let g = geometry(input, kernel, (1, 1), p);
+        assert!(Tuning::for_geometry(&g).winograd_1d, "{g:?}");
+        check_all(&g, true, Epilogue::Relu, input[1] as u64);
+    }
 }
 
 #[test]

@@ -206,6 +206,7 @@ fn compare() -> Result<(), String> {
             winograd: false,
             winograd_input: false,
             winograd_filter: false,
+            winograd_1d: false,
             taps: false,
             half: false,
             ..d

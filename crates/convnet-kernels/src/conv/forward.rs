@@ -4,7 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::{direct, im2col::im2col_tile, taps, winograd, ConvGeometry, Epilogue, Tuning};
+use super::{
+    direct, im2col::im2col_tile, taps, winograd, winograd1d, ConvGeometry, Epilogue, Tuning,
+};
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::gemm_f16::{self, PackedB16};
 
@@ -60,6 +62,10 @@ pub(super) fn run(
     }
     if tuning.direct && direct::applies(g) {
         direct::forward(g, input, kernel, bias, epilogue, out, tuning);
+        return;
+    }
+    if tuning.winograd_1d && winograd1d::applies(g) {
+        winograd1d::forward(g, input, kernel, bias, epilogue, out);
         return;
     }
     if tuning.half {

@@ -12,8 +12,10 @@
 //! direct forward kernel for layers with few input channels (the first
 //! layer of an image model) and the vector lanes it is written in,
 //! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
-//! channels (all three passes), and a forward pass for 1xk / kx1 layers on
-//! small maps that skips the taps on padding. [`Precision::Half`] runs the
+//! channels (all three passes), Winograd F(4, 7) along the taps for the
+//! forward pass of 1x7 / 7x1 stride-1 layers with enough channels, and a
+//! forward pass for other 1xk / kx1 layers on small maps that skips the
+//! taps on padding. [`Precision::Half`] runs the
 //! im2col + GEMM path (1x1 layers included) through a half-precision GEMM
 //! on CPUs with AVX512-FP16 (`crate::gemm_f16`).
 
@@ -26,6 +28,7 @@ mod im2col;
 mod simd;
 mod taps;
 mod winograd;
+mod winograd1d;
 
 use crate::{Padding, Pads, Result, TensorError};
 
@@ -229,6 +232,10 @@ pub struct Tuning {
     /// (1.8x fewer multiplications, about 10x the rounding error), 0 to
     /// choose by shape.
     pub winograd_tile: usize,
+    /// Use Winograd F(4, 7) along the taps for the forward pass of 1x7
+    /// and 7x1 stride-1 convolutions (10 multiplications per 4 outputs
+    /// instead of 28), with at least 16 channels and filters.
+    pub winograd_1d: bool,
     /// Compute the forward pass of 1xk / kx1 stride-1 layers on small maps
     /// (where an eighth or more of the im2col taps fall on padding) one
     /// GEMM per output column (row), over only the taps inside the image.
@@ -270,6 +277,7 @@ impl Tuning {
             winograd_input,
             winograd_filter,
             winograd_tile: 0,
+            winograd_1d: winograd1d::applies(g),
             taps: true,
             half: false,
         }
@@ -368,8 +376,8 @@ pub enum Precision {
     #[default]
     Single,
     /// For layers computed by im2col + GEMM (1x1 layers, strided and
-    /// non-square kernels: not the 3x3 stride-1 layers that Winograd
-    /// computes, nor the direct kernels of the first layer): inputs and
+    /// larger kernels: not the 3x3 stride-1, 1x7 and 7x1 layers that
+    /// Winograd computes, nor the direct kernels of the first layer): inputs and
     /// weights rounded to IEEE half precision, products summed in half
     /// precision 64 at a time, those sums in `f32`. About 1.3-1.6x the
     /// speed of `f32` on CPUs with AVX512-FP16 (Intel Sapphire Rapids and

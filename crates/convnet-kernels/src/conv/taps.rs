@@ -254,6 +254,7 @@ mod tests {
             let plain = super::super::Tuning {
                 direct: false,
                 winograd: false,
+                winograd_1d: false,
                 taps: false,
                 half: false,
                 ..super::super::Tuning::for_geometry(&g)

@@ -84,13 +84,13 @@ pub(super) fn default_tile(g: &ConvGeometry) -> usize {
 
 /// Channels (or filters) per step of the transforms: 16 floats, one
 /// AVX-512 register (or what the portable build makes of `[f32; 16]`).
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// A vector of [`LANES`] `f32`s, the unit the transforms work on: one
 /// channel block of one transform point. Loads and stores take a mask
 /// (the first `n` lanes), so the last block of a channel count that is not
 /// a multiple of 16 goes through the same code.
-trait Wide: Copy {
+pub(super) trait Wide: Copy {
     /// Which lanes a load or store touches.
     type Mask: Copy;
     /// The first `n` lanes (`1 <= n <= 16`).
@@ -120,7 +120,7 @@ trait Wide: Copy {
 /// The portable [`Wide`]: plain arrays, which the compiler vectorises for
 /// whatever the target has.
 #[derive(Clone, Copy)]
-struct Portable([f32; LANES]);
+pub(super) struct Portable([f32; LANES]);
 
 impl Wide for Portable {
     type Mask = usize;
@@ -177,7 +177,7 @@ impl Wide for Portable {
 }
 
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-use avx512::Zmm;
+pub(super) use avx512::Zmm;
 
 /// The AVX-512 [`Wide`], in a module of its own: the intrinsics are stable
 /// since Rust 1.89, newer than the workspace's `rust-version`, and only
@@ -196,7 +196,7 @@ mod avx512 {
     /// the feature, may use this type: that is what makes the intrinsics
     /// below sound (see [`super::Path`]).
     #[derive(Clone, Copy)]
-    pub(super) struct Zmm(__m512);
+    pub(in crate::conv) struct Zmm(__m512);
 
     // SAFETY (every `unsafe` block below): the CPU has AVX-512F (see the
     // type's documentation); masked lanes are not touched, and the caller
@@ -245,7 +245,7 @@ mod avx512 {
 
 /// Which build of the transforms runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
+pub(super) enum Path {
     /// [`Zmm`] (with Rust 1.89 or newer, on a CPU with AVX-512F).
     #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
     Avx512,
@@ -255,7 +255,7 @@ enum Path {
 
 impl Path {
     /// The widest build this CPU runs.
-    fn detect() -> Self {
+    pub(super) fn detect() -> Self {
         #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
         if is_x86_feature_detected!("avx512f") {
             return Path::Avx512;
@@ -265,7 +265,7 @@ impl Path {
 
     /// Every build this CPU runs (the tests compare them).
     #[cfg(test)]
-    fn available() -> Vec<Self> {
+    pub(super) fn available() -> Vec<Self> {
         let mut out = vec![Path::Portable];
         #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
         if is_x86_feature_detected!("avx512f") {
@@ -517,7 +517,7 @@ fn untransform_kernel<const T: usize>(
 
 /// Channel blocks of `c` channels: `(first channel, lanes)`, 16 lanes but
 /// for the last.
-fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..c)
         .step_by(LANES)
         .map(move |ch| (ch, (c - ch).min(LANES)))
@@ -529,7 +529,7 @@ fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
 /// inline the intrinsics: every add became a call, and a user's build ran
 /// the Winograd transforms 3.6x slower than this workspace's.
 #[inline(always)]
-fn lanes<W: Wide, const N: usize>(mut f: impl FnMut(usize) -> W) -> [W; N] {
+pub(super) fn lanes<W: Wide, const N: usize>(mut f: impl FnMut(usize) -> W) -> [W; N] {
     let mut out = [W::zero(); N];
     for (i, o) in out.iter_mut().enumerate() {
         *o = f(i);
@@ -947,11 +947,11 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
 /// and store of the transformed tiles is aligned.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([f32; LANES]);
+pub(super) struct Line([f32; LANES]);
 
 /// `v` as `len` values: grown (zero-filled) when too short, never shrunk,
 /// so a thread's scratch is allocated once per run.
-fn scratch(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
+pub(super) fn scratch(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
     let lines = len.div_ceil(LANES);
     if v.len() < lines {
         v.resize(lines, Line([0.0; LANES]));
@@ -1018,7 +1018,9 @@ thread_local! {
 
 /// Runs `body` with this thread's scratch buffers (empty ones when a
 /// caller up the stack holds them).
-fn with_scratch<R>(body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>, &mut Vec<Line>) -> R) -> R {
+pub(super) fn with_scratch<R>(
+    body: impl FnOnce(&mut Vec<Line>, &mut Vec<Line>, &mut Vec<Line>) -> R,
+) -> R {
     let (mut v, mut m, mut y) = SCRATCH.with(|s| s.take());
     let r = body(&mut v, &mut m, &mut y);
     SCRATCH.with(|s| s.set((v, m, y)));

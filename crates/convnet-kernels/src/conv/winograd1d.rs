@@ -1,0 +1,813 @@
+//! Winograd F(4, 7) along one axis, for the forward pass of 1x7 and 7x1
+//! stride-1 convolutions (InceptionV3's mixed4 to mixed7 blocks are made
+//! of them): each run of 4 outputs along the taps' axis costs 10
+//! multiplications per (input channel, filter) pair instead of 28.
+//!
+//! With `d` a run of 10 inputs, `g` the 7 taps and `y` the 4 outputs:
+//! `y = Aᵀ [(G g) ⊙ (Bᵀ d)]`, summed over input channels. Per band of
+//! tiles the input transforms `V = Bᵀ d` are laid out as 10 matrices
+//! (tiles x c), the filter transforms `U = G g` as 10 matrices (c x f),
+//! 10 GEMMs give `M = V U`, and the output transform `Aᵀ M` adds the bias
+//! and the ReLU while the band is in cache.
+//!
+//! The interpolation points are 0, ±1, ±2, ±1/2, ±1/3 and infinity
+//! (Toom-Cook, as Lavin and Gray's 2-D transforms in [`super::winograd`]).
+//! Points ±3 instead of ±1/3 gave transforms with entries up to 52 and
+//! rounding errors 1.7x larger. In single precision the outputs carry
+//! about 1e-5 of their size in error (the 2-D F(4x4, 3x3) about as much);
+//! the tests bound it against f64 sums.
+//!
+//! A line along the axis is a row (1x7) or a column (7x1) of one image;
+//! its outputs are cut into tiles of 4, the last one's outputs past the
+//! line's end dropped, and inputs outside the line (the padding) read as
+//! zeros. Tiles are grouped so that each band of groups writes one
+//! contiguous run of the output: a group is a row of tiles along a row
+//! (1x7), or the tiles of 4 output rows across an image (7x1).
+
+// The transform matrices read best written out with indices.
+#![allow(clippy::needless_range_loop)]
+
+use rayon::prelude::*;
+
+use super::forward::balanced_tile;
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+use super::winograd::Zmm;
+use super::winograd::{blocks, lanes, scratch, with_scratch, Path, Portable, Wide};
+use super::{ConvGeometry, Epilogue};
+use crate::gemm::{sgemm, Layout, Parallelism};
+
+/// Outputs per tile.
+const M: usize = 4;
+/// Taps.
+const R: usize = 7;
+/// Inputs per tile, and transform points.
+const T: usize = M + R - 1;
+
+/// `Bᵀ`: a tile's 10 inputs to its 10 transform points.
+const BT: [[f64; T]; T] = [
+    [
+        1.0 / 9.0,
+        0.0,
+        -19.0 / 12.0,
+        0.0,
+        35.0 / 6.0,
+        0.0,
+        -193.0 / 36.0,
+        0.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 9.0,
+        -1.0 / 9.0,
+        53.0 / 36.0,
+        53.0 / 36.0,
+        -157.0 / 36.0,
+        -157.0 / 36.0,
+        1.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 9.0,
+        -1.0 / 9.0,
+        -53.0 / 36.0,
+        53.0 / 36.0,
+        157.0 / 36.0,
+        -157.0 / 36.0,
+        -1.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 18.0,
+        -1.0 / 36.0,
+        7.0 / 9.0,
+        7.0 / 18.0,
+        -49.0 / 18.0,
+        -49.0 / 36.0,
+        2.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 18.0,
+        -1.0 / 36.0,
+        -7.0 / 9.0,
+        7.0 / 18.0,
+        49.0 / 18.0,
+        -49.0 / 36.0,
+        -2.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -2.0 / 9.0,
+        -4.0 / 9.0,
+        41.0 / 18.0,
+        41.0 / 9.0,
+        -23.0 / 9.0,
+        -46.0 / 9.0,
+        1.0 / 2.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        2.0 / 9.0,
+        -4.0 / 9.0,
+        -41.0 / 18.0,
+        41.0 / 9.0,
+        23.0 / 9.0,
+        -46.0 / 9.0,
+        -1.0 / 2.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 3.0,
+        -1.0,
+        7.0 / 4.0,
+        21.0 / 4.0,
+        -7.0 / 4.0,
+        -21.0 / 4.0,
+        1.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 3.0,
+        -1.0,
+        -7.0 / 4.0,
+        21.0 / 4.0,
+        7.0 / 4.0,
+        -21.0 / 4.0,
+        -1.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 9.0,
+        0.0,
+        -19.0 / 12.0,
+        0.0,
+        35.0 / 6.0,
+        0.0,
+        -193.0 / 36.0,
+        0.0,
+        1.0,
+    ],
+];
+
+/// `Aᵀ`: the 10 points of a product to the tile's 4 outputs.
+const AT: [[f64; T]; M] = [
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    [
+        0.0,
+        1.0,
+        -1.0,
+        2.0,
+        -2.0,
+        1.0 / 2.0,
+        -1.0 / 2.0,
+        1.0 / 3.0,
+        -1.0 / 3.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        1.0,
+        4.0,
+        4.0,
+        1.0 / 4.0,
+        1.0 / 4.0,
+        1.0 / 9.0,
+        1.0 / 9.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        -1.0,
+        8.0,
+        -8.0,
+        1.0 / 8.0,
+        -1.0 / 8.0,
+        1.0 / 27.0,
+        -1.0 / 27.0,
+        1.0,
+    ],
+];
+
+/// `G`: the 7 taps to the 10 points of the filter transform.
+const G: [[f64; R]; T] = [
+    [9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [-0.25, -0.25, -0.25, -0.25, -0.25, -0.25, -0.25],
+    [-0.25, 0.25, -0.25, 0.25, -0.25, 0.25, -0.25],
+    [
+        1.0 / 350.0,
+        1.0 / 175.0,
+        2.0 / 175.0,
+        4.0 / 175.0,
+        8.0 / 175.0,
+        16.0 / 175.0,
+        32.0 / 175.0,
+    ],
+    [
+        1.0 / 350.0,
+        -1.0 / 175.0,
+        2.0 / 175.0,
+        -4.0 / 175.0,
+        8.0 / 175.0,
+        -16.0 / 175.0,
+        32.0 / 175.0,
+    ],
+    [
+        128.0 / 25.0,
+        64.0 / 25.0,
+        32.0 / 25.0,
+        16.0 / 25.0,
+        8.0 / 25.0,
+        4.0 / 25.0,
+        2.0 / 25.0,
+    ],
+    [
+        128.0 / 25.0,
+        -64.0 / 25.0,
+        32.0 / 25.0,
+        -16.0 / 25.0,
+        8.0 / 25.0,
+        -4.0 / 25.0,
+        2.0 / 25.0,
+    ],
+    [
+        -6561.0 / 700.0,
+        -2187.0 / 700.0,
+        -729.0 / 700.0,
+        -243.0 / 700.0,
+        -81.0 / 700.0,
+        -27.0 / 700.0,
+        -9.0 / 700.0,
+    ],
+    [
+        -6561.0 / 700.0,
+        2187.0 / 700.0,
+        -729.0 / 700.0,
+        243.0 / 700.0,
+        -81.0 / 700.0,
+        27.0 / 700.0,
+        -9.0 / 700.0,
+    ],
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+];
+
+/// Bytes of transformed tiles (V and M together) per band: a band's GEMMs
+/// read them from L2.
+const BAND_BYTES: usize = 1 << 20;
+
+/// The taps' axis of a 1x7 or 7x1 layer, and how its tiles lie in memory.
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    /// 7x1: the taps run down the columns.
+    vertical: bool,
+    /// Input and output length along the axis.
+    len_in: usize,
+    len_out: usize,
+    /// Padding before the first input along the axis.
+    pad: usize,
+    /// Tiles per line.
+    tiles: usize,
+    /// Elements between neighbours along the axis, input and output.
+    in_step: usize,
+    out_step: usize,
+    /// Groups of tiles, and tiles per group.
+    groups: usize,
+    per_group: usize,
+}
+
+impl Axis {
+    /// The axis of `g` when it is 1x7 or 7x1 with stride 1 and no padding
+    /// across the taps' axis.
+    fn of(g: &ConvGeometry) -> Option<Axis> {
+        if g.sh != 1 || g.sw != 1 || g.oh == 0 || g.ow == 0 || g.n == 0 {
+            return None;
+        }
+        let p = g.pads;
+        if g.kh == 1 && g.kw == R && p.top == 0 && p.bottom == 0 {
+            let tiles = g.ow.div_ceil(M);
+            Some(Axis {
+                vertical: false,
+                len_in: g.w,
+                len_out: g.ow,
+                pad: p.left,
+                tiles,
+                in_step: g.c,
+                out_step: g.f,
+                groups: g.n * g.oh,
+                per_group: tiles,
+            })
+        } else if g.kw == 1 && g.kh == R && p.left == 0 && p.right == 0 {
+            let tiles = g.oh.div_ceil(M);
+            Some(Axis {
+                vertical: true,
+                len_in: g.h,
+                len_out: g.oh,
+                pad: p.top,
+                tiles,
+                in_step: g.w * g.c,
+                out_step: g.ow * g.f,
+                groups: g.n * tiles,
+                per_group: g.ow,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Offset of group `gi`'s first output (`gi = groups`: the end).
+    fn group_start(&self, g: &ConvGeometry, gi: usize) -> usize {
+        if self.vertical {
+            let (img, ty) = (gi / self.tiles, gi % self.tiles);
+            (img * g.oh + M * ty) * g.ow * g.f
+        } else {
+            gi * g.ow * g.f
+        }
+    }
+
+    /// Tile `k` of group `gi`: the offsets of its line's first input and
+    /// first output, and its first output's position along the line.
+    fn tile(&self, g: &ConvGeometry, gi: usize, k: usize) -> (usize, usize, usize) {
+        if self.vertical {
+            let (img, ty) = (gi / self.tiles, gi % self.tiles);
+            (
+                (img * g.h * g.w + k) * g.c,
+                (img * g.oh * g.ow + k) * g.f,
+                M * ty,
+            )
+        } else {
+            (gi * g.w * g.c, gi * g.ow * g.f, M * k)
+        }
+    }
+}
+
+/// Whether the forward pass of `g` runs here: 1x7 or 7x1, stride 1, no
+/// padding across the taps, and at least 16 input channels and 16
+/// filters (below that the transforms cost about as much as they save,
+/// as for the 2-D transforms).
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    Axis::of(g).is_some() && g.c >= 16 && g.f >= 16
+}
+
+/// `U = G g` for every (channel, filter): 10 matrices `c x f`, one point
+/// per task. In single precision: its rounding (7 terms, coefficients
+/// below 10) is a hundredth of the input and output transforms'.
+fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path) -> Vec<f32> {
+    let cf = c * f;
+    let mut u = vec![0.0f32; T * cf];
+    u.par_chunks_mut(cf.max(1))
+        .enumerate()
+        .for_each(|(p, up)| match path {
+            // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+            #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+            Path::Avx512 => unsafe { kernel_point_avx512(p, kernel, up) },
+            // SAFETY: the portable lanes run anywhere.
+            Path::Portable => unsafe { kernel_point::<Portable>(p, kernel, up) },
+        });
+    u
+}
+
+/// Point `p` of [`transform_kernel`] into `up` (`c x f` values).
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[inline(always)]
+unsafe fn kernel_point<W: Wide>(p: usize, kernel: &[f32], up: &mut [f32]) {
+    let cf = up.len();
+    assert!(kernel.len() >= R * cf);
+    for (e, lanes_used) in blocks(cf) {
+        let mask = W::mask(lanes_used);
+        let mut acc = W::zero();
+        for (k, &w) in G[p].iter().enumerate() {
+            if w != 0.0 {
+                // SAFETY: tap k's `cf` values lie in `kernel` (asserted),
+                // e + lanes_used <= cf.
+                acc = unsafe { W::load(kernel.as_ptr().add(k * cf + e), mask) }.madd(w as f32, acc);
+            }
+        }
+        // SAFETY: e + lanes_used <= cf = up.len().
+        unsafe { acc.store(up.as_mut_ptr().add(e), mask) };
+    }
+}
+
+/// [`kernel_point`] with AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_point_avx512(p: usize, kernel: &[f32], up: &mut [f32]) {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe { kernel_point::<Zmm>(p, kernel, up) }
+}
+
+/// `V = Bᵀ d` for the tiles of groups `[g0, g1)`, into `v` (10 matrices
+/// `tiles x c`). Tiles wholly inside their line load without checks.
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[inline(always)]
+unsafe fn input_band<W: Wide>(
+    g: &ConvGeometry,
+    a: &Axis,
+    input: &[f32],
+    (g0, g1): (usize, usize),
+    v: &mut [f32],
+) {
+    let c = g.c;
+    let stride = (g1 - g0) * a.per_group * c;
+    assert!(v.len() >= T * stride && input.len() >= g.n * g.h * g.w * c);
+    let (src, dst) = (input.as_ptr(), v.as_mut_ptr());
+    let len = a.len_in as isize;
+    let mut n = 0;
+    for gi in g0..g1 {
+        for k in 0..a.per_group {
+            let (base, _, pos) = a.tile(g, gi, k);
+            let x0 = pos as isize - a.pad as isize;
+            let inside = x0 >= 0 && x0 + T as isize <= len;
+            for (ch, lanes_used) in blocks(c) {
+                let mask = W::mask(lanes_used);
+                // SAFETY: every load is of a position inside the line
+                // (checked per tile, or per position at the ends), whose
+                // `c` channels lie inside `input` (asserted), with
+                // ch + lanes_used <= c; tile n's points lie inside `v`
+                // (asserted, n < tiles).
+                unsafe {
+                    let d: [W; T] = lanes(|j| {
+                        let x = x0 + j as isize;
+                        if inside || (x >= 0 && x < len) {
+                            W::load(src.add(base + x as usize * a.in_step + ch), mask)
+                        } else {
+                            W::zero()
+                        }
+                    });
+                    let out = dst.add(n * c + ch);
+                    for i in 0..T {
+                        let mut acc = W::zero();
+                        for j in 0..T {
+                            if BT[i][j] != 0.0 {
+                                acc = d[j].madd(BT[i][j] as f32, acc);
+                            }
+                        }
+                        acc.store(out.add(i * stride), mask);
+                    }
+                }
+            }
+            n += 1;
+        }
+    }
+}
+
+/// `y = Aᵀ M` for the tiles of groups `[g0, g1)` from `m` (10 matrices
+/// `tiles x f`), plus `bias` and the ReLU when `relu`, into `out` (the
+/// band's outputs, from offset `base`). A tile's outputs past its line's
+/// end are dropped.
+///
+/// # Safety
+/// `W` must run on this CPU (see [`Path`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn output_band<W: Wide>(
+    g: &ConvGeometry,
+    a: &Axis,
+    (g0, g1): (usize, usize),
+    m: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    base: usize,
+) {
+    let f = g.f;
+    let stride = (g1 - g0) * a.per_group * f;
+    assert!(m.len() >= T * stride);
+    assert!(base == a.group_start(g, g0) && out.len() >= a.group_start(g, g1) - base);
+    assert!(bias.is_none_or(|b| b.len() >= f));
+    let (src, dst) = (m.as_ptr(), out.as_mut_ptr());
+    let mut n = 0;
+    for gi in g0..g1 {
+        for k in 0..a.per_group {
+            let (_, line, pos) = a.tile(g, gi, k);
+            let valid = (a.len_out - pos).min(M);
+            for (fl, lanes_used) in blocks(f) {
+                let mask = W::mask(lanes_used);
+                // SAFETY: tile n's points lie in m (asserted), with
+                // fl + lanes_used <= f; its outputs, positions below
+                // len_out of a line of group gi, lie in the band, which
+                // ends at group_start(g1) (asserted).
+                unsafe {
+                    let b = bias.map_or(W::zero(), |b| W::load(b.as_ptr().add(fl), mask));
+                    let from = src.add(n * f + fl);
+                    let mv: [W; T] = lanes(|p| W::load(from.add(p * stride), mask));
+                    for i in 0..valid {
+                        let mut y = W::zero();
+                        for p in 0..T {
+                            if AT[i][p] != 0.0 {
+                                y = mv[p].madd(AT[i][p] as f32, y);
+                            }
+                        }
+                        let y = y.add(b);
+                        let y = if relu { y.relu() } else { y };
+                        y.store(dst.add(line + (pos + i) * a.out_step + fl - base), mask);
+                    }
+                }
+            }
+            n += 1;
+        }
+    }
+}
+
+/// [`input_band`] with AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_avx512(
+    g: &ConvGeometry,
+    a: &Axis,
+    input: &[f32],
+    groups: (usize, usize),
+    v: &mut [f32],
+) {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe { input_band::<Zmm>(g, a, input, groups, v) }
+}
+
+/// [`output_band`] with AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_avx512(
+    g: &ConvGeometry,
+    a: &Axis,
+    groups: (usize, usize),
+    m: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    base: usize,
+) {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe { output_band::<Zmm>(g, a, groups, m, bias, relu, out, base) }
+}
+
+/// Forward convolution of a geometry [`applies`] accepts; lengths already
+/// checked. Every element of `out` is written.
+pub(super) fn forward(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    forward_on(g, input, kernel, bias, epilogue, out, Path::detect())
+}
+
+/// [`forward`] with the transforms of `path`.
+#[allow(clippy::too_many_arguments)]
+fn forward_on(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    path: Path,
+) {
+    let Some(a) = Axis::of(g) else {
+        unreachable!("Winograd F(4, 7): called on {g:?}, which is not 1x7 or 7x1 with stride 1")
+    };
+    let (c, f) = (g.c, g.f);
+    let u = transform_kernel(c, f, kernel, path);
+    let relu = epilogue == Epilogue::Relu;
+    // Groups per band: about BAND_BYTES of transformed tiles, the same
+    // number of bands for each thread.
+    let tile_bytes = T * 4 * (c + f);
+    let want = (BAND_BYTES / tile_bytes.max(1) / a.per_group.max(1)).max(1);
+    let per_band = balanced_tile(a.groups, want, rayon::current_num_threads());
+    let mut bands = Vec::with_capacity(a.groups.div_ceil(per_band));
+    let mut rest = out;
+    for g0 in (0..a.groups).step_by(per_band) {
+        let g1 = (g0 + per_band).min(a.groups);
+        let len = a.group_start(g, g1) - a.group_start(g, g0);
+        let (band, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        bands.push(((g0, g1), band));
+        rest = tail;
+    }
+    bands.into_par_iter().for_each(|(groups, out)| {
+        with_scratch(|v, m, _| {
+            let tiles = (groups.1 - groups.0) * a.per_group;
+            let v = scratch(v, T * tiles * c);
+            let m = scratch(m, T * tiles * f);
+            let base = a.group_start(g, groups.0);
+            match path {
+                // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+                #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+                Path::Avx512 => unsafe { input_avx512(g, &a, input, groups, v) },
+                // SAFETY: the portable lanes run anywhere.
+                Path::Portable => unsafe { input_band::<Portable>(g, &a, input, groups, v) },
+            }
+            for p in 0..T {
+                sgemm(
+                    tiles,
+                    c,
+                    f,
+                    &v[p * tiles * c..(p + 1) * tiles * c],
+                    Layout::RowMajor,
+                    &u[p * c * f..(p + 1) * c * f],
+                    Layout::RowMajor,
+                    &mut m[p * tiles * f..(p + 1) * tiles * f],
+                    false,
+                    Parallelism::Sequential,
+                );
+            }
+            match path {
+                // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
+                #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+                Path::Avx512 => unsafe { output_avx512(g, &a, groups, m, bias, relu, out, base) },
+                // SAFETY: the portable lanes run anywhere.
+                Path::Portable => unsafe {
+                    output_band::<Portable>(g, &a, groups, m, bias, relu, out, base)
+                },
+            }
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every build of the transforms ([`Path`]) against f64 sums, on rows
+    //! and columns with tiles past the line's end, padding on either side
+    //! or none, channel counts that are not multiples of 16, and lines
+    //! shorter than a tile.
+
+    use super::*;
+    use crate::Padding;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The convolution by nested loops: `(value, sum of |terms|)` per
+    /// output.
+    fn naive(g: &ConvGeometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<(f64, f64)> {
+        let mut y = vec![(0.0f64, 0.0f64); g.n * g.oh * g.ow * g.f];
+        for img in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let yi = ((img * g.oh + oy) * g.ow + ox) * g.f;
+                    for (fl, b) in bias.iter().enumerate() {
+                        y[yi + fl] = (*b as f64, b.abs() as f64);
+                    }
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy + ky) as isize - g.pads.top as isize;
+                            let ix = (ox + kx) as isize - g.pads.left as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let xi = ((img * g.h + iy as usize) * g.w + ix as usize) * g.c;
+                            for ch in 0..g.c {
+                                for fl in 0..g.f {
+                                    let wi = ((ky * g.kw + kx) * g.c + ch) * g.f + fl;
+                                    let t = x[xi + ch] as f64 * w[wi] as f64;
+                                    y[yi + fl].0 += t;
+                                    y[yi + fl].1 += t.abs();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn check(input: [usize; 4], kernel: (usize, usize), f: usize, padding: Padding, seed: u64) {
+        let [n, h, w, c] = input;
+        let g = ConvGeometry::new(input, [kernel.0, kernel.1, c, f], (1, 1), padding).unwrap();
+        assert!(Axis::of(&g).is_some(), "{g:?}");
+        let x = values(n * h * w * c, seed);
+        let k = values(R * c * f, seed + 1);
+        let bias = values(f, seed + 2);
+        let want = naive(&g, &x, &k, &bias);
+        let largest = want.iter().fold(0.0f64, |a, &(_, m)| a.max(m));
+        for path in Path::available() {
+            for epilogue in [Epilogue::None, Epilogue::Relu] {
+                let mut y = vec![f32::NAN; want.len()];
+                forward_on(&g, &x, &k, Some(&bias), epilogue, &mut y, path);
+                for (i, (&got, &(v, m))) in y.iter().zip(&want).enumerate() {
+                    let v = if epilogue == Epilogue::Relu {
+                        v.max(0.0)
+                    } else {
+                        v
+                    };
+                    let tol = 2e-5 * m + 1e-6 + 2e-5 * largest;
+                    assert!(
+                        (got as f64 - v).abs() <= tol,
+                        "{path:?} {epilogue:?} {g:?}: output {i} is {got}, want {v} (tolerance {tol})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_with_same_padding() {
+        // 7 outputs per row: two tiles, the second one's last output
+        // dropped; 35 channels (a 3-lane block), 19 filters.
+        check([2, 3, 7, 35], (1, 7), 19, Padding::Same, 1);
+    }
+
+    #[test]
+    fn columns_with_same_padding() {
+        check([2, 7, 3, 35], (7, 1), 19, Padding::Same, 2);
+    }
+
+    #[test]
+    fn long_lines_and_full_blocks() {
+        check([1, 2, 23, 16], (1, 7), 32, Padding::Same, 3);
+        check([1, 23, 2, 32], (7, 1), 16, Padding::Same, 4);
+    }
+
+    #[test]
+    fn without_padding_and_uneven_padding() {
+        check([1, 2, 13, 17], (1, 7), 17, Padding::Valid, 5);
+        check([1, 13, 2, 17], (7, 1), 17, Padding::Valid, 6);
+        let uneven = Padding::Explicit {
+            top: 0,
+            bottom: 0,
+            left: 5,
+            right: 1,
+        };
+        check([1, 2, 5, 16], (1, 7), 16, uneven, 7);
+        let uneven = Padding::Explicit {
+            top: 1,
+            bottom: 6,
+            left: 0,
+            right: 0,
+        };
+        check([1, 3, 2, 16], (7, 1), 16, uneven, 8);
+    }
+
+    #[test]
+    fn applies_to_1x7_and_7x1_with_enough_channels() {
+        let geo = |input: [usize; 4], kernel: (usize, usize), f: usize, padding| {
+            ConvGeometry::new(input, [kernel.0, kernel.1, input[3], f], (1, 1), padding).unwrap()
+        };
+        assert!(applies(&geo([32, 7, 7, 160], (1, 7), 160, Padding::Same)));
+        assert!(applies(&geo([32, 7, 7, 160], (7, 1), 192, Padding::Same)));
+        assert!(applies(&geo(
+            [32, 17, 17, 128],
+            (7, 1),
+            128,
+            Padding::Valid
+        )));
+        // Few channels or filters, other kernels, strides.
+        assert!(!applies(&geo([32, 7, 7, 8], (1, 7), 160, Padding::Same)));
+        assert!(!applies(&geo([32, 7, 7, 160], (1, 7), 8, Padding::Same)));
+        assert!(!applies(&geo([32, 7, 7, 16], (1, 3), 16, Padding::Same)));
+        assert!(!applies(&geo([32, 7, 7, 16], (7, 7), 16, Padding::Same)));
+        let strided =
+            ConvGeometry::new([32, 7, 7, 16], [1, 7, 16, 16], (2, 2), Padding::Same).unwrap();
+        assert!(!applies(&strided));
+        // Padding across the taps' axis.
+        let across = Padding::Explicit {
+            top: 1,
+            bottom: 0,
+            left: 3,
+            right: 3,
+        };
+        assert!(!applies(&geo([32, 7, 7, 16], (1, 7), 16, across)));
+    }
+}
