@@ -378,6 +378,24 @@ fn inception_1x7_and_7x1_layers() {
 }
 
 #[test]
+fn inception_5x5_layers() {
+    // F(2x2, 5x5) by default for the forward pass of 5x5 stride-1 layers
+    // with 16 or more channels and filters (the gradients stay on im2col).
+    for (input, f, p) in [
+        ([2, 8, 8, 24], 32, Padding::Same),
+        ([1, 9, 11, 16], 17, Padding::Valid),
+    ] {
+        let g = geometry(input, [5, 5, f], (1, 1), p);
+        let t = Tuning::for_geometry(&g);
+        assert!(
+            t.winograd && !t.winograd_input && !t.winograd_filter,
+            "{g:?}"
+        );
+        check_all(&g, true, Epilogue::Relu, input[1] as u64);
+    }
+}
+
+#[test]
 fn pointwise_fast_path() {
     let g = geometry([3, 9, 7, 12], [1, 1, 10], (1, 1), Padding::Valid);
     assert!(g.is_pointwise());

@@ -56,7 +56,7 @@ pub(super) fn run(
     if out.is_empty() {
         return;
     }
-    if tuning.winograd && winograd::fits(g) {
+    if tuning.winograd && winograd::fits_forward(g) {
         winograd::forward(g, input, kernel, bias, epilogue, out, tuning.winograd_tile);
         return;
     }

@@ -12,7 +12,8 @@
 //! direct forward kernel for layers with few input channels (the first
 //! layer of an image model) and the vector lanes it is written in,
 //! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
-//! channels (all three passes), Winograd F(4, 7) along the taps for the
+//! channels (all three passes) and F(2x2, 5x5) for the forward pass of 5x5
+//! ones, Winograd F(4, 7) along the taps for the
 //! forward pass of 1x7 / 7x1 stride-1 layers with enough channels, and a
 //! forward pass for other 1xk / kx1 layers on small maps that skips the
 //! taps on padding. [`Precision::Half`] runs the
@@ -222,7 +223,8 @@ pub struct Tuning {
     /// (`false`: the portable code only).
     pub simd: bool,
     /// Use Winograd (F(2x2, 3x3) or F(4x4, 3x3), see `winograd_tile`) for
-    /// the forward pass of 3x3 stride-1 convolutions.
+    /// the forward pass of 3x3 stride-1 convolutions, and F(2x2, 5x5) for
+    /// that of 5x5 stride-1 ones.
     pub winograd: bool,
     /// The same for the input gradient.
     pub winograd_input: bool,
@@ -376,7 +378,7 @@ pub enum Precision {
     #[default]
     Single,
     /// For layers computed by im2col + GEMM (1x1 layers, strided and
-    /// larger kernels: not the 3x3 stride-1, 1x7 and 7x1 layers that
+    /// larger kernels: not the 3x3, 5x5, 1x7 and 7x1 stride-1 layers that
     /// Winograd computes, nor the direct kernels of the first layer): inputs and
     /// weights rounded to IEEE half precision, products summed in half
     /// precision 64 at a time, those sums in `f32`. About 1.3-1.6x the

@@ -2,7 +2,12 @@
 //! of m = 2 or m = 4: each m x m block of outputs costs (m+2)^2
 //! multiplications per (input channel, filter) pair instead of 9 m^2, a
 //! 2.25x cut in the GEMM work for F(2x2, 3x3) and 4x for F(4x4, 3x3), which
-//! is where these layers spend their time.
+//! is where these layers spend their time. The forward pass of 5x5
+//! stride-1 convolutions runs the same way as F(2x2, 5x5): 6x6 input tiles
+//! on the points of F(4x4, 3x3), 36 multiplications per 2x2 outputs
+//! instead of 100 (measured 1.8-1.9x im2col + GEMM in `f32` and 1.4-1.5x
+//! its half-precision GEMM on InceptionV3's 16x16 48 -> 64 layer, batch
+//! 32, both cores).
 //!
 //! With `d` a (m+2)x(m+2) input tile, `g` a 3x3 filter and `Y` the m x m
 //! output tile: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over input channels.
@@ -56,6 +61,23 @@ pub(super) fn fits(g: &ConvGeometry) -> bool {
         && p.top.max(p.bottom).max(p.left).max(p.right) <= 2
 }
 
+/// Whether `g` has the shape F(2x2, 5x5) handles: 5x5, stride 1, padding
+/// of at most 4 on each side.
+fn fits_five(g: &ConvGeometry) -> bool {
+    let p = g.pads;
+    g.kh == 5
+        && g.kw == 5
+        && g.sh == 1
+        && g.sw == 1
+        && p.top.max(p.bottom).max(p.left).max(p.right) <= 4
+}
+
+/// Whether the forward pass of `g` has a Winograd variant: 3x3 ([`fits`],
+/// all three passes) or 5x5 (F(2x2, 5x5), the forward pass only).
+pub(super) fn fits_forward(g: &ConvGeometry) -> bool {
+    fits(g) || fits_five(g)
+}
+
 /// The default choice of each pass: Winograd for all three when both
 /// channel counts are at least 16 (below that the transforms cost about as
 /// much as the GEMM work they save). Measured against im2col + GEMM with
@@ -65,15 +87,23 @@ pub(super) fn fits(g: &ConvGeometry) -> bool {
 /// filter gradient; conv3 (64 -> 128) 1.55x, 1.77x, 1.12x; InceptionV3's
 /// 35x35 64 -> 96 1.76x, 1.98x, 1.45x; its 17x17 192 -> 192 1.27x, 1.43x,
 /// 1.04x.
+///
+/// 5x5 stride-1 layers with as many channels take F(2x2, 5x5) for their
+/// forward pass (InceptionV3's 48 -> 64 5x5 layers in a frozen base);
+/// their gradients stay on im2col + GEMM.
 pub(super) fn default_passes(g: &ConvGeometry) -> (bool, bool, bool) {
-    let wide = fits(g) && g.c >= 16 && g.f >= 16;
-    (wide, wide, wide)
+    let enough = g.c >= 16 && g.f >= 16;
+    let wide = fits(g) && enough;
+    (wide || (fits_five(g) && enough), wide, wide)
 }
 
 /// The output tile side `m` used by default for `g`: 4 (F(4x4, 3x3), 1.8x
 /// fewer multiplications than m = 2) unless the output is so small that
 /// the tiles past its edge waste more than they save.
 pub(super) fn default_tile(g: &ConvGeometry) -> usize {
+    if g.kh == 5 {
+        return 2;
+    }
     let work = |m: usize| (m + 2) * (m + 2) * g.oh.div_ceil(m) * g.ow.div_ceil(m);
     if 10 * work(4) <= 8 * work(2) {
         4
@@ -275,12 +305,13 @@ impl Path {
     }
 }
 
-/// One Winograd variant F(M x M, 3x3): input tiles `T x T` (`T = M + 2`),
-/// `P = T * T` transform points. The 1-D maps work on vectors of channels;
-/// the 2-D transforms apply them along the rows, then down the columns.
+/// One Winograd variant F(M x M, R x R): input tiles `T x T` (`T` is
+/// `M + R - 1`), `P = T * T` transform points. The 1-D maps work on
+/// vectors of channels; the 2-D transforms apply them along the rows, then
+/// down the columns.
 trait Variant<const M: usize, const T: usize, const P: usize> {
-    /// `G`, `T x 3`: the filter transform `U = G g Gᵀ`.
-    const G: [[f64; 3]; T];
+    /// `G`, `T` rows of `R`: the filter transform `U = G g Gᵀ`.
+    const G: &'static [&'static [f64]];
     /// `Bᵀ x`: `T` values to `T`.
     fn bt<W: Wide>(x: [W; T]) -> [W; T];
     /// `Aᵀ x`: `T` values to `M`.
@@ -293,11 +324,11 @@ trait Variant<const M: usize, const T: usize, const P: usize> {
 struct F2;
 
 impl Variant<2, 4, 16> for F2 {
-    const G: [[f64; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
+    const G: &'static [&'static [f64]] = &[
+        &[1.0, 0.0, 0.0],
+        &[0.5, 0.5, 0.5],
+        &[0.5, -0.5, 0.5],
+        &[0.0, 0.0, 1.0],
     ];
 
     #[inline(always)]
@@ -325,13 +356,13 @@ impl Variant<2, 4, 16> for F2 {
 struct F4;
 
 impl Variant<4, 6, 36> for F4 {
-    const G: [[f64; 3]; 6] = [
-        [1.0 / 4.0, 0.0, 0.0],
-        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-        [0.0, 0.0, 1.0],
+    const G: &'static [&'static [f64]] = &[
+        &[1.0 / 4.0, 0.0, 0.0],
+        &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        &[1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        &[1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        &[0.0, 0.0, 1.0],
     ];
 
     #[inline(always)]
@@ -372,6 +403,48 @@ impl Variant<4, 6, 36> for F4 {
         let e4 = x[2].madd(4.0, x[0]);
         let o4 = x[3].madd(8.0, x[1].add(x[1]));
         [x[0], e.add(o), e.sub(o), e4.add(o4), e4.sub(o4), x[3]]
+    }
+}
+
+/// F(2x2, 5x5), for the forward pass of 5x5 stride-1 layers: the points
+/// of [`F4`] (so the same `Bᵀ`, and errors of the same size), 36
+/// multiplications per 4 outputs instead of 100.
+struct F5;
+
+impl Variant<2, 6, 36> for F5 {
+    const G: &'static [&'static [f64]] = &[
+        &[1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
+        &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        &[1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+        &[1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
+        &[0.0, 0.0, 0.0, 0.0, 1.0],
+    ];
+
+    #[inline(always)]
+    fn bt<W: Wide>(x: [W; 6]) -> [W; 6] {
+        F4::bt(x)
+    }
+
+    #[inline(always)]
+    fn at<W: Wide>(x: [W; 6]) -> [W; 2] {
+        // Aᵀ rows: [1 1 1 1 1 0], [0 1 -1 2 -2 1].
+        let (s12, d12) = (x[1].add(x[2]), x[1].sub(x[2]));
+        let (s34, d34) = (x[3].add(x[4]), x[3].sub(x[4]));
+        [x[0].add(s12).add(s34), d34.madd(2.0, d12).add(x[5])]
+    }
+
+    #[inline(always)]
+    fn a<W: Wide>(x: [W; 2]) -> [W; 6] {
+        let d = x[1].add(x[1]);
+        [
+            x[0],
+            x[0].add(x[1]),
+            x[0].sub(x[1]),
+            x[0].add(d),
+            x[0].sub(d),
+            x[1],
+        ]
     }
 }
 
@@ -448,12 +521,9 @@ const KERNEL_CHUNK: usize = 512;
 /// Point `(i, j)` is `sum over taps (a, b) of G[i][a] G[j][b] g[a][b]`,
 /// nine multiply-adds per element of a `c x f` matrix, in f64, one point
 /// per task.
-fn transform_kernel<const T: usize>(
-    g: &ConvGeometry,
-    gm: &[[f64; 3]; T],
-    kernel: &[f32],
-) -> Vec<f32> {
-    let cf = g.c * g.f;
+fn transform_kernel<const T: usize>(g: &ConvGeometry, gm: &[&[f64]], kernel: &[f32]) -> Vec<f32> {
+    let (cf, r) = (g.c * g.f, g.kh);
+    assert!(gm.len() == T && gm.iter().all(|row| row.len() == r) && g.kw == r);
     let mut u = vec![0.0f32; T * T * cf];
     u.par_chunks_mut(cf.max(1)).enumerate().for_each(|(p, up)| {
         let (i, j) = (p / T, p % T);
@@ -462,11 +532,11 @@ fn transform_kernel<const T: usize>(
         for (e, out) in up.chunks_mut(KERNEL_CHUNK).enumerate() {
             let (e0, acc) = (e * KERNEL_CHUNK, &mut acc[..out.len()]);
             acc.fill(0.0);
-            for a in 0..3 {
-                for b in 0..3 {
+            for a in 0..r {
+                for b in 0..r {
                     let k = gm[i][a] * gm[j][b];
                     if k != 0.0 {
-                        let tap = &kernel[(a * 3 + b) * cf + e0..];
+                        let tap = &kernel[(a * r + b) * cf + e0..];
                         acc.iter_mut()
                             .zip(tap)
                             .for_each(|(s, &w)| *s += k * w as f64);
@@ -484,16 +554,17 @@ fn transform_kernel<const T: usize>(
 /// f64, one tap per task.
 fn untransform_kernel<const T: usize>(
     g: &ConvGeometry,
-    gm: &[[f64; 3]; T],
+    gm: &[&[f64]],
     du: &[f32],
     dkernel: &mut [f32],
 ) {
-    let cf = g.c * g.f;
-    dkernel[..9 * cf]
+    let (cf, r) = (g.c * g.f, g.kh);
+    assert!(gm.len() == T && gm.iter().all(|row| row.len() == r) && g.kw == r);
+    dkernel[..r * r * cf]
         .par_chunks_mut(cf.max(1))
         .enumerate()
         .for_each(|(tap, out)| {
-            let (a, b) = (tap / 3, tap % 3);
+            let (a, b) = (tap / r, tap % r);
             // In chunks whose sums stay in L1.
             let mut acc = [0.0f64; KERNEL_CHUNK];
             for (e, out) in out.chunks_mut(KERNEL_CHUNK).enumerate() {
@@ -986,7 +1057,9 @@ fn forward_with_tile(
         rest = tail;
     }
     let sink = &|(), _: (usize, usize), _: &[f32]| {};
-    if m == 4 {
+    if g.kh == 5 {
+        forward_impl::<2, 6, 36, F5, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
+    } else if m == 4 {
         forward_impl::<4, 6, 36, F4, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
     } else {
         forward_impl::<2, 4, 16, F2, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
@@ -1004,7 +1077,11 @@ pub(super) fn forward(
     out: &mut [f32],
     m: usize,
 ) {
-    let m = if m == 0 { default_tile(g) } else { m };
+    let m = if m == 0 || g.kh == 5 {
+        default_tile(g)
+    } else {
+        m
+    };
     forward_with_tile(g, input, kernel, bias, epilogue, out, m, Path::detect())
 }
 
@@ -1030,7 +1107,8 @@ pub(super) fn with_scratch<R>(
 /// The forward pass's tiling of `g` with output tiles of side `m`: bands
 /// of about 768 KiB of transformed tiles.
 fn forward_tiling(g: &ConvGeometry, m: usize) -> Tiling {
-    Tiling::new(g, m, (m + 2) * (m + 2), 768 << 10)
+    let t = m + g.kh - 1;
+    Tiling::new(g, m, t * t, 768 << 10)
 }
 
 /// The bands [`forward_bands`] computes `g` in (default tile side), in
@@ -1098,7 +1176,7 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
     let (c, f) = (g.c, g.f);
     let t = forward_tiling(g, M);
     assert_eq!(bands.len(), t.bands(), "one output per band");
-    let u = transform_kernel(g, &V::G, kernel);
+    let u = transform_kernel::<T>(g, V::G, kernel);
     let relu = epilogue == Epilogue::Relu;
     bands.into_par_iter().enumerate().for_each(|(b, out_band)| {
         with_scratch(|v, m, y| {
@@ -1318,7 +1396,7 @@ fn backward_filter_impl<const M: usize, const T: usize, const P: usize, V: Varia
                 .for_each(|(a, &v)| *a += v);
         }
     });
-    untransform_kernel(g, &V::G, &du, dkernel);
+    untransform_kernel::<T>(g, V::G, &du, dkernel);
     if let Some(out) = dbias {
         let mut total = vec![0.0f64; f];
         for (_, db) in &partials {
@@ -1366,8 +1444,8 @@ mod tests {
         for img in 0..g.n {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
-                    for ky in 0..3 {
-                        for kx in 0..3 {
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
                             let iy = (oy + ky) as isize - g.pads.top as isize;
                             let ix = (ox + kx) as isize - g.pads.left as isize;
                             if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
@@ -1377,7 +1455,7 @@ mod tests {
                             let yi = ((img * g.oh + oy) * g.ow + ox) * g.f;
                             for ch in 0..g.c {
                                 for fl in 0..g.f {
-                                    let wi = ((ky * 3 + kx) * g.c + ch) * g.f + fl;
+                                    let wi = ((ky * g.kw + kx) * g.c + ch) * g.f + fl;
                                     let (xv, wv) = (x[xi + ch] as f64, w[wi] as f64);
                                     let dv = dy[yi + fl] as f64;
                                     add(&mut y, yi + fl, xv * wv);
@@ -1461,6 +1539,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// F(2x2, 5x5)'s forward pass (the one it has) on every build.
+    fn check_five(input: [usize; 4], f: usize, pads: [usize; 4], seed: u64) {
+        let [n, h, w, c] = input;
+        let [top, bottom, left, right] = pads;
+        let padding = crate::Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        };
+        let g = ConvGeometry::new(input, [5, 5, c, f], (1, 1), padding).unwrap();
+        assert!(fits_forward(&g) && !fits(&g));
+        let x = values(n * h * w * c, seed);
+        let k = values(25 * c * f, seed + 1);
+        let bias = values(f, seed + 2);
+        let dy = values(n * g.oh * g.ow * f, seed + 3);
+        let [want_y, _, _] = naive(&g, &x, &k, &dy);
+        for path in Path::available() {
+            let ctx = format!("{path:?} F(2x2, 5x5) {g:?}");
+            let mut y = vec![f32::NAN; want_y.0.len()];
+            forward_with_tile(&g, &x, &k, None, Epilogue::None, &mut y, 2, path);
+            assert_close(&y, &want_y, &format!("forward {ctx}"));
+            let mut y = vec![f32::NAN; want_y.0.len()];
+            forward_with_tile(&g, &x, &k, Some(&bias), Epilogue::Relu, &mut y, 2, path);
+            let relu: Vec<f64> = want_y
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v + bias[i % f] as f64).max(0.0))
+                .collect();
+            assert_close(
+                &y,
+                &(relu, want_y.1.clone()),
+                &format!("forward relu {ctx}"),
+            );
+        }
+    }
+
+    #[test]
+    fn five_by_five_forward() {
+        // InceptionV3's 5x5 layers ("same" padding of 2), channel
+        // remainders, uneven padding, tiles past the edge (odd outputs).
+        check_five([2, 8, 8, 48], 64, [2; 4], 11);
+        check_five([1, 9, 7, 35], 19, [2, 1, 0, 4], 12);
+        check_five([1, 6, 11, 3], 2, [0; 4], 13);
     }
 
     #[test]
