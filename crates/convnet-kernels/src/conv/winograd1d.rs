@@ -781,6 +781,16 @@ mod tests {
     }
 
     #[test]
+    fn every_line_length_up_to_two_tiles_and_more() {
+        // Lines of 1 to 10 outputs: shorter than a tile, one tile, a
+        // tile and a remainder, two tiles.
+        for len in 1..=10 {
+            check([1, 2, len, 16], (1, 7), 16, Padding::Same, 20 + len as u64);
+            check([1, len, 2, 16], (7, 1), 16, Padding::Same, 40 + len as u64);
+        }
+    }
+
+    #[test]
     fn applies_to_1x7_and_7x1_with_enough_channels() {
         let geo = |input: [usize; 4], kernel: (usize, usize), f: usize, padding| {
             ConvGeometry::new(input, [kernel.0, kernel.1, input[3], f], (1, 1), padding).unwrap()
