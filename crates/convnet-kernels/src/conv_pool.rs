@@ -350,8 +350,9 @@ struct BandWork<'a> {
     arg: Option<&'a mut [MaybeUninit<u32>]>,
     /// Its shares of the rows it has in common with other bands.
     shared: &'a [usize],
-    shared_out: &'a mut [f32],
-    shared_arg: &'a mut [u32],
+    /// Allocated by the band's task (in parallel), `shared.len()` rows.
+    shared_out: &'a mut Vec<f32>,
+    shared_arg: &'a mut Vec<u32>,
 }
 
 /// Running maxima of one pooled row: values and argmax (`ow x f` each).
@@ -547,17 +548,9 @@ fn forward_by_bands(
 ) -> Result<()> {
     let row = g.pool.ow * g.pool.c;
     let want_arg = argmax.is_some();
-    // Each band's shares of its shared rows.
-    let mut shared_out: Vec<Vec<f32>> = plan
-        .shared
-        .iter()
-        .map(|s| vec![0.0; s.len() * row])
-        .collect();
-    let mut shared_arg: Vec<Vec<u32>> = plan
-        .shared
-        .iter()
-        .map(|s| vec![0; if want_arg { s.len() * row } else { 0 }])
-        .collect();
+    // Each band's shares of its shared rows, allocated by its task.
+    let mut shared_out: Vec<Vec<f32>> = vec![Vec::new(); plan.rows.len()];
+    let mut shared_arg: Vec<Vec<u32>> = vec![Vec::new(); plan.rows.len()];
     // Split the outputs into each band's owned rows and the gaps between
     // them (the shared rows), in order.
     let mut items = Vec::with_capacity(plan.rows.len());
@@ -592,6 +585,10 @@ fn forward_by_bands(
     ));
     let sink = |mut w: BandWork, (b0, b1): (usize, usize), buf: &[f32]| {
         let mut acc = RowMax::default();
+        w.shared_out.resize(w.shared.len() * row, 0.0);
+        if want_arg {
+            w.shared_arg.resize(w.shared.len() * row, 0);
+        }
         let rows = w.out.len() / row.max(1);
         for i in 0..rows {
             let q = w.first + i;
@@ -608,37 +605,53 @@ fn forward_by_bands(
     };
     conv2d_forward_bands(&g.conv, input, kernel, bias, epilogue, items, &sink)?;
     // The shared rows: each band's share in band order, the first maximum
-    // winning, as one pass over the whole window would have chosen.
+    // winning, as one pass over the whole window would have chosen. Which
+    // bands share each row is found in order; the rows are then merged in
+    // parallel.
     let mut next = vec![0usize; plan.rows.len()];
-    for (first, out, mut arg) in gaps {
-        for i in 0..out.len() / row.max(1) {
+    let mut merges = Vec::new();
+    for (first, out, arg) in gaps {
+        let mut args = arg.map(|a| a.chunks_mut(row.max(1)));
+        for (i, o) in out.chunks_mut(row.max(1)).enumerate() {
             let q = first + i;
-            let o = &mut out[i * row..(i + 1) * row];
-            let mut a = arg.as_deref_mut().map(|a| &mut a[i * row..(i + 1) * row]);
-            let mut seen = false;
-            for b in 0..plan.rows.len() {
-                if plan.shared[b].get(next[b]) != Some(&q) {
-                    continue;
+            let a = args.as_mut().and_then(Iterator::next);
+            let mut shares = Vec::with_capacity(2);
+            for (b, (shared, at)) in plan.shared.iter().zip(&mut next).enumerate() {
+                if shared.get(*at) == Some(&q) {
+                    shares.push((b, *at));
+                    *at += 1;
                 }
-                let j = next[b];
-                next[b] += 1;
-                let vals = &shared_out[b][j * row..(j + 1) * row];
-                let args = shared_arg[b].get(j * row..(j + 1) * row);
-                for e in 0..row {
-                    // SAFETY (assume_init_read): written by an earlier band.
-                    let better = !seen || vals[e] > unsafe { o[e].assume_init_read() };
-                    if better {
-                        o[e].write(vals[e]);
-                        if let (Some(a), Some(args)) = (a.as_deref_mut(), args) {
-                            a[e].write(args[e]);
-                        }
-                    }
-                }
-                seen = true;
             }
-            debug_assert!(seen, "pooled row {q} shared by no band");
+            debug_assert!(!shares.is_empty(), "pooled row {q} shared by no band");
+            merges.push((o, a, shares));
         }
     }
+    merges.into_par_iter().for_each(|(o, mut a, shares)| {
+        for (s, &(b, j)) in shares.iter().enumerate() {
+            let vals = &shared_out[b][j * row..(j + 1) * row];
+            let args = shared_arg[b].get(j * row..(j + 1) * row);
+            if s == 0 {
+                for (d, &v) in o.iter_mut().zip(vals) {
+                    d.write(v);
+                }
+                if let (Some(a), Some(args)) = (a.as_deref_mut(), args) {
+                    for (d, &v) in a.iter_mut().zip(args) {
+                        d.write(v);
+                    }
+                }
+                continue;
+            }
+            for e in 0..row {
+                // SAFETY (assume_init_read): written by the first share.
+                if vals[e] > unsafe { o[e].assume_init_read() } {
+                    o[e].write(vals[e]);
+                    if let (Some(a), Some(args)) = (a.as_deref_mut(), args) {
+                        a[e].write(args[e]);
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }
 

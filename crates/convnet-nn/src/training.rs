@@ -573,6 +573,10 @@ impl Model {
             let (y, _) = no_grad(|| self.forward(Var::constant(xb), &params, false, &rng))?;
             outs.push(y.into_value());
         }
+        if outs.len() == 1 {
+            // One batch: its output as it is, not copied.
+            return Ok(outs.pop().expect("one output"));
+        }
         let refs: Vec<&Tensor> = outs.iter().collect();
         Ok(Tensor::concat(&refs, 0)?)
     }

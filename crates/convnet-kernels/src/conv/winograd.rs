@@ -521,10 +521,16 @@ const KERNEL_CHUNK: usize = 512;
 /// Point `(i, j)` is `sum over taps (a, b) of G[i][a] G[j][b] g[a][b]`,
 /// nine multiply-adds per element of a `c x f` matrix, in f64, one point
 /// per task.
-fn transform_kernel<const T: usize>(g: &ConvGeometry, gm: &[&[f64]], kernel: &[f32]) -> Vec<f32> {
+/// Every element of `u` (`T * T * c * f` values) is written.
+fn transform_kernel<const T: usize>(
+    g: &ConvGeometry,
+    gm: &[&[f64]],
+    kernel: &[f32],
+    u: &mut [f32],
+) {
     let (cf, r) = (g.c * g.f, g.kh);
     assert!(gm.len() == T && gm.iter().all(|row| row.len() == r) && g.kw == r);
-    let mut u = vec![0.0f32; T * T * cf];
+    assert_eq!(u.len(), T * T * cf, "Winograd: kernel transform buffer");
     u.par_chunks_mut(cf.max(1)).enumerate().for_each(|(p, up)| {
         let (i, j) = (p / T, p % T);
         // In chunks whose sums stay in L1.
@@ -546,7 +552,26 @@ fn transform_kernel<const T: usize>(g: &ConvGeometry, gm: &[&[f64]], kernel: &[f
             out.iter_mut().zip(&*acc).for_each(|(o, &v)| *o = v as f32);
         }
     });
-    u
+}
+
+thread_local! {
+    /// The calling thread's buffer for a layer's kernel transforms, kept
+    /// between calls: a fresh one per forward pass was zeroed (and its
+    /// pages faulted in) on the calling thread while the pool waited.
+    static KERNEL_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `body` with a buffer of `len` floats whose contents are
+/// unspecified (the kernel transforms overwrite all of it): this
+/// thread's, or a new one when a caller up the stack holds it.
+pub(super) fn with_kernel_buffer<R>(len: usize, body: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = KERNEL_BUF.with(|b| b.take());
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = body(&mut buf[..len]);
+    KERNEL_BUF.with(|b| b.set(buf));
+    r
 }
 
 /// `dg = Gᵀ dU G` for every (channel, filter), into HWIO `dkernel`: tap
@@ -1176,7 +1201,32 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
     let (c, f) = (g.c, g.f);
     let t = forward_tiling(g, M);
     assert_eq!(bands.len(), t.bands(), "one output per band");
-    let u = transform_kernel::<T>(g, V::G, kernel);
+    with_kernel_buffer(P * c * f, |u| {
+        transform_kernel::<T>(g, V::G, kernel, u);
+        forward_bands_with::<M, T, P, V, S>(g, input, &t, u, bias, epilogue, bands, sink, path)
+    })
+}
+
+/// [`forward_impl`]'s bands, with the kernel transforms `u`.
+#[allow(clippy::too_many_arguments)]
+fn forward_bands_with<
+    const M: usize,
+    const T: usize,
+    const P: usize,
+    V: Variant<M, T, P>,
+    S: Send,
+>(
+    g: &ConvGeometry,
+    input: &[f32],
+    t: &Tiling,
+    u: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    bands: Vec<BandOut<'_, S>>,
+    sink: &BandSink<'_, S>,
+    path: Path,
+) {
+    let (c, f) = (g.c, g.f);
     let relu = epilogue == Epilogue::Relu;
     bands.into_par_iter().enumerate().for_each(|(b, out_band)| {
         with_scratch(|v, m, y| {
@@ -1185,7 +1235,7 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
             let tiles = (r1 - r0) * t.tx;
             let v = scratch(v, P * tiles * c);
             let m = scratch(m, P * tiles * f);
-            Transforms::<M, T, P, V>::input(path, g, &t, input, (r0, r1), v);
+            Transforms::<M, T, P, V>::input(path, g, t, input, (r0, r1), v);
             for p in 0..P {
                 sgemm(
                     tiles,
@@ -1203,21 +1253,13 @@ fn forward_impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T,
             // Y = Aᵀ M A per tile, with the bias and activation, straight
             // into the band's rows (or the scratch the sink reads).
             match out_band {
-                BandOut::Rows(out) => Transforms::<M, T, P, V>::output(
-                    path,
-                    g,
-                    &t,
-                    (r0, r1),
-                    m,
-                    bias,
-                    relu,
-                    out,
-                    base,
-                ),
+                BandOut::Rows(out) => {
+                    Transforms::<M, T, P, V>::output(path, g, t, (r0, r1), m, bias, relu, out, base)
+                }
                 BandOut::Sink(item) => {
                     let end = t.pixel_offset(g, r1);
                     let y = scratch(y, (end - base) * f);
-                    Transforms::<M, T, P, V>::output(path, g, &t, (r0, r1), m, bias, relu, y, base);
+                    Transforms::<M, T, P, V>::output(path, g, t, (r0, r1), m, bias, relu, y, base);
                     sink(item, (base / g.ow, end / g.ow), y);
                 }
             }

@@ -32,7 +32,9 @@ use rayon::prelude::*;
 use super::forward::balanced_tile;
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 use super::winograd::Zmm;
-use super::winograd::{blocks, lanes, scratch, with_scratch, Path, Portable, Wide};
+use super::winograd::{
+    blocks, lanes, scratch, with_kernel_buffer, with_scratch, Path, Portable, Wide,
+};
 use super::{ConvGeometry, Epilogue};
 use crate::gemm::{sgemm, Layout, Parallelism};
 
@@ -370,9 +372,10 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
 /// `U = G g` for every (channel, filter): 10 matrices `c x f`, one point
 /// per task. In single precision: its rounding (7 terms, coefficients
 /// below 10) is a hundredth of the input and output transforms'.
-fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path) -> Vec<f32> {
+/// Every element of `u` (`T * c * f` values) is written.
+fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path, u: &mut [f32]) {
     let cf = c * f;
-    let mut u = vec![0.0f32; T * cf];
+    assert_eq!(u.len(), T * cf, "Winograd F(4, 7): kernel transform buffer");
     u.par_chunks_mut(cf.max(1))
         .enumerate()
         .for_each(|(p, up)| match path {
@@ -382,7 +385,6 @@ fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path) -> Vec<f32> 
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe { kernel_point::<Portable>(p, kernel, up) },
         });
-    u
 }
 
 /// Point `p` of [`transform_kernel`] into `up` (`c x f` values).
@@ -600,7 +602,25 @@ fn forward_on(
         unreachable!("Winograd F(4, 7): called on {g:?}, which is not 1x7 or 7x1 with stride 1")
     };
     let (c, f) = (g.c, g.f);
-    let u = transform_kernel(c, f, kernel, path);
+    with_kernel_buffer(T * c * f, |u| {
+        transform_kernel(c, f, kernel, path, u);
+        forward_bands(g, &a, input, u, bias, epilogue, out, path)
+    })
+}
+
+/// [`forward_on`]'s bands, with the kernel transforms `u`.
+#[allow(clippy::too_many_arguments)]
+fn forward_bands(
+    g: &ConvGeometry,
+    a: &Axis,
+    input: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    path: Path,
+) {
+    let (c, f) = (g.c, g.f);
     let relu = epilogue == Epilogue::Relu;
     // Groups per band: about BAND_BYTES of transformed tiles, the same
     // number of bands for each thread.
@@ -625,9 +645,9 @@ fn forward_on(
             match path {
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-                Path::Avx512 => unsafe { input_avx512(g, &a, input, groups, v) },
+                Path::Avx512 => unsafe { input_avx512(g, a, input, groups, v) },
                 // SAFETY: the portable lanes run anywhere.
-                Path::Portable => unsafe { input_band::<Portable>(g, &a, input, groups, v) },
+                Path::Portable => unsafe { input_band::<Portable>(g, a, input, groups, v) },
             }
             for p in 0..T {
                 sgemm(
@@ -646,10 +666,10 @@ fn forward_on(
             match path {
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-                Path::Avx512 => unsafe { output_avx512(g, &a, groups, m, bias, relu, out, base) },
+                Path::Avx512 => unsafe { output_avx512(g, a, groups, m, bias, relu, out, base) },
                 // SAFETY: the portable lanes run anywhere.
                 Path::Portable => unsafe {
-                    output_band::<Portable>(g, &a, groups, m, bias, relu, out, base)
+                    output_band::<Portable>(g, a, groups, m, bias, relu, out, base)
                 },
             }
         })

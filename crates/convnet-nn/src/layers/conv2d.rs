@@ -4,6 +4,7 @@ use convnet_autograd::ops::{Epilogue, Precision};
 use convnet_autograd::Var;
 use convnet_kernels::Padding;
 use convnet_tensor::{Rng, Tensor};
+use rayon::prelude::*;
 
 use crate::layer::{shape_error, single_input, MaxPoolWindow};
 use crate::{Activation, ForwardCtx, Layer, LayerCore, Result, Weight};
@@ -72,6 +73,10 @@ fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+/// Output pixels per task of the parallel bias and activation pass after
+/// a pooled 1x1 convolution.
+const EPILOGUE_ROWS_PER_TASK: usize = 256;
 
 impl Conv2D {
     /// The kernel and bias with a per-channel `* scale + shift` folded in:
@@ -297,15 +302,27 @@ impl Layer for Conv2D {
                     precision,
                 )?
                 .avg_pool2d(window.0, window.1, window.2)?;
-            let mut v = y.value().values().into_owned();
-            let b = b.values();
-            for row in v.chunks_exact_mut(f) {
-                for (x, b) in row.iter_mut().zip(b.iter()) {
-                    *x += b;
-                    if relu {
-                        *x = x.max(0.0);
-                    }
-                }
+            // Bias and activation in one parallel pass into a buffer
+            // written once.
+            let (y_values, b) = (y.value().values(), b.values());
+            let len = y_values.len();
+            let mut v: Vec<f32> = Vec::with_capacity(len);
+            if f > 0 {
+                v.spare_capacity_mut()[..len]
+                    .par_chunks_mut(f * EPILOGUE_ROWS_PER_TASK)
+                    .zip(y_values.par_chunks(f * EPILOGUE_ROWS_PER_TASK))
+                    .for_each(|(dst, src)| {
+                        for (d, s) in dst.chunks_mut(f).zip(src.chunks(f)) {
+                            for ((d, &x), &b) in d.iter_mut().zip(s).zip(b.iter()) {
+                                let x = x + b;
+                                d.write(if relu { x.max(0.0) } else { x });
+                            }
+                        }
+                    });
+                // SAFETY: the chunks cover all `len` elements, each written
+                // once above (a row is at most `f` long, as long as the
+                // bias).
+                unsafe { v.set_len(len) };
             }
             Ok(Var::constant(Tensor::from_vec(y.shape(), v)?))
         };
