@@ -396,6 +396,25 @@ fn inception_5x5_layers() {
 }
 
 #[test]
+fn kernel_transform_buffers_are_reused_across_layers() {
+    // Each thread keeps the buffer of a layer's Winograd kernel transforms
+    // between calls, its contents left as they were: a smaller layer after
+    // a larger one, and each Winograd variant after another, on one
+    // thread, must each see only their own transforms.
+    for (input, [kh, kw, f]) in [
+        ([2, 9, 9, 40], [3, 3, 48]),
+        ([1, 7, 7, 16], [3, 3, 16]),
+        ([2, 7, 7, 24], [1, 7, 20]),
+        ([1, 8, 8, 16], [5, 5, 17]),
+        ([1, 7, 7, 16], [7, 1, 16]),
+        ([1, 6, 6, 16], [3, 3, 16]),
+    ] {
+        let g = geometry(input, [kh, kw, f], (1, 1), Padding::Same);
+        check_all(&g, true, Epilogue::Relu, input[3] as u64 + f as u64);
+    }
+}
+
+#[test]
 fn pointwise_fast_path() {
     let g = geometry([3, 9, 7, 12], [1, 1, 10], (1, 1), Padding::Valid);
     assert!(g.is_pointwise());
