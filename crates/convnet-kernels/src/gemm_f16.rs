@@ -55,6 +55,7 @@ pub(crate) fn available() -> bool {
     {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512fp16")
     }
     #[cfg(not(all(target_arch = "x86_64", avx512_intrinsics)))]
@@ -289,7 +290,7 @@ unsafe fn pack_block(
 /// finite.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512fp16")]
 unsafe fn run(
     m: usize,
     k: usize,
@@ -349,7 +350,7 @@ unsafe fn run(
 /// `__m512`), each `a` broadcast from memory by the FMA.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512fp16")]
 unsafe fn chunk1(acc: &mut [[__m512; 1]; MR], a: *const u16, b: *const u16) {
     std::arch::asm!(
         "2:",
@@ -393,7 +394,7 @@ unsafe fn chunk1(acc: &mut [[__m512; 1]; MR], a: *const u16, b: *const u16) {
 /// As [`chunk1`], 12 x 64.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512fp16")]
 unsafe fn chunk2(acc: &mut [[__m512; 2]; MR], a: *const u16, b: *const u16) {
     std::arch::asm!(
         "2:",
@@ -491,7 +492,7 @@ fn pass_chunks(k: usize, n: usize) -> usize {
 /// output of the last pass is not finite.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512fp16")]
 unsafe fn block<const NV: usize>(
     part: Part,
     mut a: *const u16,
