@@ -17,6 +17,7 @@ pub mod dense;
 pub mod dropout;
 pub mod gemm;
 mod gemm_f16;
+mod gemm_packed;
 pub mod padding;
 pub mod pool;
 

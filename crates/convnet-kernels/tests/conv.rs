@@ -170,12 +170,18 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 /// Every tuning worth checking for `g`: the default, tiny tiles (several
 /// tiles per image, tiles straddling images), each with the direct and
-/// SIMD paths off, and Winograd forced on.
+/// SIMD paths off, the generic path with and without the packed-weights
+/// GEMM, and Winograd forced on.
 fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
     let d = Tuning::for_geometry(g);
     let mut out = vec![d];
     for tile_rows in [1, 7, 64] {
-        for (direct, simd) in [(true, true), (true, false), (false, false)] {
+        for (direct, simd, packed) in [
+            (true, true, true),
+            (true, false, true),
+            (false, false, true),
+            (false, false, false),
+        ] {
             out.push(Tuning {
                 tile_rows,
                 direct,
@@ -187,6 +193,7 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
                 winograd_1d: false,
                 taps: false,
                 half: false,
+                packed,
             });
         }
     }

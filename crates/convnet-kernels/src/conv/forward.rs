@@ -9,6 +9,7 @@ use super::{
 };
 use crate::gemm::{sgemm, Layout, Parallelism};
 use crate::gemm_f16::{self, PackedB16};
+use crate::gemm_packed::{self, PackedB};
 
 /// Add the bias and apply the epilogue to output rows `out` (`rows x f`).
 pub(super) fn epilogue_tile(out: &mut [f32], f: usize, bias: Option<&[f32]>, epilogue: Epilogue) {
@@ -78,6 +79,12 @@ pub(super) fn run(
         taps::forward(g, input, kernel, bias, epilogue, out);
         return;
     }
+    if tuning.packed {
+        if let Some(packed) = PackedB::new(kernel, k, f) {
+            single_packed(g, input, &packed, bias, epilogue, out, tuning);
+            return;
+        }
+    }
     let tile = balanced_tile(g.rows(), tuning.tile_rows, rayon::current_num_threads());
     let pointwise = g.is_pointwise();
     out.par_chunks_mut(tile * f).enumerate().for_each_init(
@@ -105,6 +112,49 @@ pub(super) fn run(
                 Parallelism::Sequential,
             );
             epilogue_tile(out_tile, f, bias, epilogue);
+        },
+    );
+}
+
+/// The generic path with the weights packed once ([`gemm_packed`], AVX2
+/// CPUs): per tile, im2col (not for a 1x1 layer), then the GEMM with bias
+/// and epilogue.
+fn single_packed(
+    g: &ConvGeometry,
+    input: &[f32],
+    packed: &PackedB,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    tuning: Tuning,
+) {
+    let (k, f) = (g.patch_len(), g.f);
+    debug_assert_eq!(packed.n(), f);
+    let pointwise = g.is_pointwise();
+    // The weights are packed once, so tiles need not be long: an im2col
+    // tile that stays in L2; a 1x1 layer's tile is read in place, a chunk
+    // of `KC` columns at a time.
+    let width = if pointwise { k.min(gemm_packed::KC) } else { k };
+    let rows = (super::TILE_BYTES / (4 * width.max(1))).clamp(48, tuning.tile_rows.max(48));
+    let rows = if tuning.tile_rows < 48 {
+        tuning.tile_rows
+    } else {
+        rows
+    };
+    let tile = balanced_tile(g.rows(), rows, rayon::current_num_threads());
+    out.par_chunks_mut(tile * f).enumerate().for_each_init(
+        Vec::new,
+        |cols: &mut Vec<f32>, (t, out_tile)| {
+            let r0 = t * tile;
+            let rows = out_tile.len() / f;
+            let a: &[f32] = if pointwise {
+                &input[r0 * k..(r0 + rows) * k]
+            } else {
+                cols.resize(tile * k, 0.0);
+                im2col_tile(g, input, r0, rows, cols);
+                &cols[..rows * k]
+            };
+            gemm_packed::gemm(rows, a, k, packed, out_tile, bias, epilogue);
         },
     );
 }

@@ -246,6 +246,10 @@ pub struct Tuning {
     /// half precision ([`Precision::Half`]) where the CPU can; Winograd and
     /// the direct kernels stay in single precision.
     pub half: bool,
+    /// Compute the im2col + GEMM forward pass (1x1 layers included) with
+    /// the weights packed once per call for every tile, where the CPU's
+    /// widest vectors are AVX2 (elsewhere the `gemm` crate's kernel).
+    pub packed: bool,
 }
 
 /// Bytes of one tile's im2col block that should stay in L2 (half of a
@@ -282,6 +286,7 @@ impl Tuning {
             winograd_1d: winograd1d::applies(g),
             taps: true,
             half: false,
+            packed: true,
         }
     }
 }

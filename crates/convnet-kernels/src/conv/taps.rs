@@ -257,6 +257,7 @@ mod tests {
                 winograd_1d: false,
                 taps: false,
                 half: false,
+                packed: false,
                 ..super::super::Tuning::for_geometry(&g)
             };
             for epilogue in [Epilogue::None, Epilogue::Relu] {

@@ -48,6 +48,7 @@ use rayon::prelude::*;
 
 use super::{BandSink, ConvGeometry, Epilogue, FILTER_PARTIALS};
 use crate::gemm::{sgemm, Layout, Parallelism};
+use crate::gemm_packed::{self, PackedB};
 use crate::Pads;
 
 /// Whether `g` has the shape Winograd F(2x2, 3x3) handles: 3x3, stride
@@ -1228,6 +1229,7 @@ fn forward_bands_with<
 ) {
     let (c, f) = (g.c, g.f);
     let relu = epilogue == Epilogue::Relu;
+    let packed = pack_points(P, c, f, u);
     bands.into_par_iter().enumerate().for_each(|(b, out_band)| {
         with_scratch(|v, m, y| {
             let (r0, r1) = t.band(b);
@@ -1236,20 +1238,7 @@ fn forward_bands_with<
             let v = scratch(v, P * tiles * c);
             let m = scratch(m, P * tiles * f);
             Transforms::<M, T, P, V>::input(path, g, t, input, (r0, r1), v);
-            for p in 0..P {
-                sgemm(
-                    tiles,
-                    c,
-                    f,
-                    &v[p * tiles * c..(p + 1) * tiles * c],
-                    Layout::RowMajor,
-                    &u[p * c * f..(p + 1) * c * f],
-                    Layout::RowMajor,
-                    &mut m[p * tiles * f..(p + 1) * tiles * f],
-                    false,
-                    Parallelism::Sequential,
-                );
-            }
+            multiply(P, tiles, (c, f), v, u, packed.as_deref(), m);
             // Y = Aᵀ M A per tile, with the bias and activation, straight
             // into the band's rows (or the scratch the sink reads).
             match out_band {
@@ -1265,6 +1254,53 @@ fn forward_bands_with<
             }
         })
     });
+}
+
+/// The kernel transforms `u` (`points` matrices `c x f`) packed for
+/// [`gemm_packed`], one task per point, where that kernel is the one in
+/// use (`None` elsewhere: the `gemm` crate packs per call).
+pub(super) fn pack_points(points: usize, c: usize, f: usize, u: &[f32]) -> Option<Vec<PackedB>> {
+    gemm_packed::available().then(|| {
+        (0..points)
+            .into_par_iter()
+            .map(|p| PackedB::pack_here(&u[p * c * f..(p + 1) * c * f], c, f))
+            .collect()
+    })
+}
+
+/// `m[p] = v[p] * u[p]` for each of the `points` transform points `p`: `v` holds the
+/// points' `tiles x c` matrices, `u` (or `packed`, the same packed) their
+/// `c x f` ones, `m` receives `tiles x f` each.
+pub(super) fn multiply(
+    points: usize,
+    tiles: usize,
+    (c, f): (usize, usize),
+    v: &[f32],
+    u: &[f32],
+    packed: Option<&[PackedB]>,
+    m: &mut [f32],
+) {
+    for p in 0..points {
+        let (v, m) = (
+            &v[p * tiles * c..(p + 1) * tiles * c],
+            &mut m[p * tiles * f..(p + 1) * tiles * f],
+        );
+        match packed {
+            Some(packed) => gemm_packed::gemm(tiles, v, c, &packed[p], m, None, Epilogue::None),
+            None => sgemm(
+                tiles,
+                c,
+                f,
+                v,
+                Layout::RowMajor,
+                &u[p * c * f..(p + 1) * c * f],
+                Layout::RowMajor,
+                m,
+                false,
+                Parallelism::Sequential,
+            ),
+        }
+    }
 }
 
 /// Input gradient as a forward Winograd convolution of `dy` with the

@@ -33,10 +33,10 @@ use super::forward::balanced_tile;
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 use super::winograd::Zmm;
 use super::winograd::{
-    blocks, lanes, scratch, with_kernel_buffer, with_scratch, Path, Portable, Wide,
+    blocks, lanes, multiply, pack_points, scratch, with_kernel_buffer, with_scratch, Path,
+    Portable, Wide,
 };
 use super::{ConvGeometry, Epilogue};
-use crate::gemm::{sgemm, Layout, Parallelism};
 
 /// Outputs per tile.
 const M: usize = 4;
@@ -636,6 +636,7 @@ fn forward_bands(
         bands.push(((g0, g1), band));
         rest = tail;
     }
+    let packed = pack_points(T, c, f, u);
     bands.into_par_iter().for_each(|(groups, out)| {
         with_scratch(|v, m, _| {
             let tiles = (groups.1 - groups.0) * a.per_group;
@@ -649,20 +650,7 @@ fn forward_bands(
                 // SAFETY: the portable lanes run anywhere.
                 Path::Portable => unsafe { input_band::<Portable>(g, a, input, groups, v) },
             }
-            for p in 0..T {
-                sgemm(
-                    tiles,
-                    c,
-                    f,
-                    &v[p * tiles * c..(p + 1) * tiles * c],
-                    Layout::RowMajor,
-                    &u[p * c * f..(p + 1) * c * f],
-                    Layout::RowMajor,
-                    &mut m[p * tiles * f..(p + 1) * tiles * f],
-                    false,
-                    Parallelism::Sequential,
-                );
-            }
+            multiply(T, tiles, (c, f), v, u, packed.as_deref(), m);
             match path {
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
