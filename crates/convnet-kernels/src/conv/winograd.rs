@@ -280,11 +280,6 @@ pub(super) enum Path {
     /// [`Zmm`] (with Rust 1.89 or newer, on a CPU with AVX-512F).
     #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
     Avx512,
-    /// [`Portable`] compiled for AVX2 and FMA, on a CPU that has them but
-    /// not AVX-512 (a build for the baseline x86-64 target would otherwise
-    /// give it SSE2's 4 lanes).
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
     /// [`Portable`].
     Portable,
 }
@@ -296,10 +291,6 @@ impl Path {
         if is_x86_feature_detected!("avx512f") {
             return Path::Avx512;
         }
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Path::Avx2;
-        }
         Path::Portable
     }
 
@@ -307,10 +298,6 @@ impl Path {
     #[cfg(test)]
     pub(super) fn available() -> Vec<Self> {
         let mut out = vec![Path::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            out.push(Path::Avx2);
-        }
         #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
         if is_x86_feature_detected!("avx512f") {
             out.push(Path::Avx512);
@@ -987,62 +974,6 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
-    /// [`input_band`], portable lanes compiled for AVX2 and FMA.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn input_avx2(
-        g: &ConvGeometry,
-        t: &Tiling,
-        input: &[f32],
-        rows: (usize, usize),
-        v: &mut [f32],
-    ) {
-        // SAFETY: the portable lanes run anywhere.
-        unsafe { input_band::<Portable, M, T, P, V>(g, t, input, rows, v) }
-    }
-
-    /// [`output_band`], portable lanes compiled for AVX2 and FMA.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn output_avx2(
-        g: &ConvGeometry,
-        t: &Tiling,
-        rows: (usize, usize),
-        m: &[f32],
-        bias: Option<&[f32]>,
-        relu: bool,
-        out: &mut [f32],
-        base: usize,
-    ) {
-        // SAFETY: the portable lanes run anywhere.
-        unsafe { output_band::<Portable, M, T, P, V>(g, t, rows, m, bias, relu, out, base) }
-    }
-
-    /// [`gradient_band`], portable lanes compiled for AVX2 and FMA.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn gradient_avx2(
-        g: &ConvGeometry,
-        t: &Tiling,
-        dy: &[f32],
-        rows: (usize, usize),
-        dm: &mut [f32],
-        db: &mut [f32],
-    ) {
-        // SAFETY: the portable lanes run anywhere.
-        unsafe { gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm, db) }
-    }
-}
-
 impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
     /// [`input_band`] on `path`.
     fn input(
@@ -1057,9 +988,6 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::input_avx512(g, t, input, rows, v) },
-            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => unsafe { Self::input_avx2(g, t, input, rows, v) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe { input_band::<Portable, M, T, P, V>(g, t, input, rows, v) },
         }
@@ -1082,9 +1010,6 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::output_avx512(g, t, rows, m, bias, relu, out, base) },
-            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => unsafe { Self::output_avx2(g, t, rows, m, bias, relu, out, base) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe {
                 output_band::<Portable, M, T, P, V>(g, t, rows, m, bias, relu, out, base)
@@ -1106,9 +1031,6 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::gradient_avx512(g, t, dy, rows, dm, db) },
-            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => unsafe { Self::gradient_avx2(g, t, dy, rows, dm, db) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe {
                 gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm, db)
@@ -1768,14 +1690,10 @@ mod tests {
 
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn the_widest_build_is_chosen_where_the_cpu_has_it() {
+    fn the_avx512_build_is_chosen_where_the_cpu_has_it() {
         let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
         let want = if cfg!(avx512_intrinsics) && avx512 {
             "Avx512"
-        } else if avx2 {
-            "Avx2"
         } else {
             "Portable"
         };
