@@ -34,7 +34,8 @@
 //! Neural Networks", 2016), with interpolation points 0, ±1, ±2 for m = 4.
 //! Every transform works on 16 channels (or filters) at once, one vector
 //! per transform point ([`Wide`]: AVX-512 intrinsics where the CPU has
-//! them, arrays the compiler vectorises elsewhere), the last block of a
+//! them, pairs of AVX2 registers where it has AVX2 and FMA, arrays the
+//! compiler vectorises elsewhere), the last block of a
 //! channel count that is not a multiple of 16 through masked loads and
 //! stores. Tiles wholly inside the input (or output) load without
 //! per-pixel checks; only edge tiles test each pixel. The output
@@ -274,12 +275,130 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx2::Ymm2;
+
+/// The AVX2 + FMA [`Wide`]: two 256-bit registers per 16 lanes. Written
+/// with intrinsics because the portable arrays, on an AVX2 CPU, left the
+/// compiler copying whole transform rows through `memcpy` (15% of a
+/// 72x72 32 -> 64 layer's time on Zen 3) and the transforms at half the
+/// layer's time.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Wide;
+
+    /// Two AVX registers of lanes (0-7, 8-15).
+    ///
+    /// Only code reached through a `#[target_feature(enable =
+    /// "avx2,fma")]` function, itself called only after
+    /// `is_x86_feature_detected!` found both features, may use this type:
+    /// that is what makes the intrinsics below sound (see [`super::Path`]).
+    #[derive(Clone, Copy)]
+    pub(in crate::conv) struct Ymm2(__m256, __m256);
+
+    /// The lanes a [`Ymm2`] load or store touches: all 16 (plain loads and
+    /// stores), or the first few (masked ones; AVX has no cheap masked
+    /// store, so full blocks avoid it).
+    #[derive(Clone, Copy)]
+    pub(in crate::conv) struct Mask2 {
+        full: bool,
+        lo: __m256i,
+        hi: __m256i,
+    }
+
+    /// Sixteen set lanes then sixteen clear ones: lanes `16 - n ..` start
+    /// with `n` set.
+    static MASKS: [i32; 32] = [
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    // SAFETY (every `unsafe` block below): the CPU has AVX2 and FMA (see
+    // the type's documentation); masked lanes are not touched, and the
+    // caller of `load`/`store` guarantees the others are in bounds.
+    impl Wide for Ymm2 {
+        type Mask = Mask2;
+        #[inline(always)]
+        fn mask(n: usize) -> Mask2 {
+            let n = n.min(16);
+            let at = MASKS[16 - n..].as_ptr();
+            unsafe {
+                Mask2 {
+                    full: n == 16,
+                    lo: _mm256_loadu_si256(at as *const __m256i),
+                    hi: _mm256_loadu_si256(at.add(8) as *const __m256i),
+                }
+            }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, m: Mask2) -> Self {
+            unsafe {
+                if m.full {
+                    Ymm2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                } else {
+                    Ymm2(
+                        _mm256_maskload_ps(p, m.lo),
+                        _mm256_maskload_ps(p.add(8), m.hi),
+                    )
+                }
+            }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, m: Mask2) {
+            unsafe {
+                if m.full {
+                    _mm256_storeu_ps(p, self.0);
+                    _mm256_storeu_ps(p.add(8), self.1);
+                } else {
+                    _mm256_maskstore_ps(p, m.lo, self.0);
+                    _mm256_maskstore_ps(p.add(8), m.hi, self.1);
+                }
+            }
+        }
+        #[inline(always)]
+        fn zero() -> Self {
+            unsafe { Ymm2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            unsafe { Ymm2(_mm256_add_ps(self.0, b.0), _mm256_add_ps(self.1, b.1)) }
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            unsafe { Ymm2(_mm256_sub_ps(self.0, b.0), _mm256_sub_ps(self.1, b.1)) }
+        }
+        #[inline(always)]
+        fn madd(self, k: f32, b: Self) -> Self {
+            unsafe {
+                let k = _mm256_set1_ps(k);
+                Ymm2(
+                    _mm256_fmadd_ps(self.0, k, b.0),
+                    _mm256_fmadd_ps(self.1, k, b.1),
+                )
+            }
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            // vmaxps returns the second operand when either is NaN.
+            unsafe {
+                let z = _mm256_setzero_ps();
+                Ymm2(_mm256_max_ps(self.0, z), _mm256_max_ps(self.1, z))
+            }
+        }
+    }
+}
+
 /// Which build of the transforms runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Path {
     /// [`Zmm`] (with Rust 1.89 or newer, on a CPU with AVX-512F).
     #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
     Avx512,
+    /// [`Ymm2`] (on a CPU with AVX2 and FMA but not AVX-512F).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// [`Portable`].
     Portable,
 }
@@ -291,6 +410,10 @@ impl Path {
         if is_x86_feature_detected!("avx512f") {
             return Path::Avx512;
         }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Path::Avx2;
+        }
         Path::Portable
     }
 
@@ -301,6 +424,10 @@ impl Path {
         #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
         if is_x86_feature_detected!("avx512f") {
             out.push(Path::Avx512);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            out.push(Path::Avx2);
         }
         out
     }
@@ -634,6 +761,25 @@ pub(super) fn lanes<W: Wide, const N: usize>(mut f: impl FnMut(usize) -> W) -> [
     out
 }
 
+/// Fills `out` with `R` rows made by `f(i)` and returns it, neither
+/// zeroing it first nor moving it: zeroing a 6x6 table of vectors cost a
+/// `memset` call per tile and channel block (6% of a 72x72 32 -> 64
+/// layer's time), and returning it by value a `memcpy`; the compiler
+/// removed neither.
+#[inline(always)]
+fn table<W: Copy, const R: usize, const C: usize>(
+    out: &mut std::mem::MaybeUninit<[[W; C]; R]>,
+    mut f: impl FnMut(usize) -> [W; C],
+) -> &[[W; C]; R] {
+    let rows = out.as_mut_ptr() as *mut [W; C];
+    for i in 0..R {
+        // SAFETY: row i < R lies in `out`.
+        unsafe { rows.add(i).write(f(i)) };
+    }
+    // SAFETY: all R rows were written above.
+    unsafe { out.assume_init_ref() }
+}
+
 /// `V = Bᵀ d B` of one tile and channel block: `ld(i, j)` gives the input
 /// at tile row `i`, column `j`; point `p` goes to `dst + p * stride`.
 ///
@@ -649,10 +795,8 @@ unsafe fn input_tile<W: Wide, const M: usize, const T: usize, const P: usize, V>
     V: Variant<M, T, P>,
 {
     // Along each row, then down each column.
-    let mut rows = [[W::zero(); T]; T];
-    for (i, row) in rows.iter_mut().enumerate() {
-        *row = V::bt(lanes(|j| ld(i, j)));
-    }
+    let mut rows = std::mem::MaybeUninit::uninit();
+    let rows: &[[W; T]; T] = table(&mut rows, |i| V::bt(lanes(|j| ld(i, j))));
     for k in 0..T {
         let col = V::bt(lanes(|i| rows[i][k]));
         for (i, v) in col.into_iter().enumerate() {
@@ -743,13 +887,13 @@ unsafe fn output_tile<W: Wide, const M: usize, const T: usize, const P: usize, V
 ) where
     V: Variant<M, T, P>,
 {
-    let mut rows = [[W::zero(); M]; T];
-    for (i, row) in rows.iter_mut().enumerate() {
+    let mut rows = std::mem::MaybeUninit::uninit();
+    let rows: &[[W; M]; T] = table(&mut rows, |i| {
         // SAFETY: the caller guarantees every point is readable.
-        *row = V::at(lanes(|j| unsafe {
+        V::at(lanes(|j| unsafe {
             W::load(src.add((i * T + j) * stride), mask)
-        }));
-    }
+        }))
+    });
     for j in 0..M {
         let col = V::at(lanes(|i| rows[i][j]));
         for (i, y) in col.into_iter().enumerate() {
@@ -834,16 +978,16 @@ where
     V: Variant<M, T, P>,
 {
     let mut sum = W::zero();
-    let mut rows = [[W::zero(); T]; M];
-    for (i, row) in rows.iter_mut().enumerate() {
+    let mut rows = std::mem::MaybeUninit::uninit();
+    let rows: &[[W; T]; M] = table(&mut rows, |i| {
         let x: [W; M] = lanes(|j| ld(i, j));
         let mut s = W::zero();
         for v in x {
             s = s.add(v);
         }
         sum = sum.add(s);
-        *row = V::a(x);
-    }
+        V::a(x)
+    });
     for k in 0..T {
         let col = V::a(lanes(|i| rows[i][k]));
         for (i, v) in col.into_iter().enumerate() {
@@ -974,6 +1118,62 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
+    /// [`input_band`] with AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn input_avx2(
+        g: &ConvGeometry,
+        t: &Tiling,
+        input: &[f32],
+        rows: (usize, usize),
+        v: &mut [f32],
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { input_band::<Ymm2, M, T, P, V>(g, t, input, rows, v) }
+    }
+
+    /// [`output_band`] with AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn output_avx2(
+        g: &ConvGeometry,
+        t: &Tiling,
+        rows: (usize, usize),
+        m: &[f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+        base: usize,
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { output_band::<Ymm2, M, T, P, V>(g, t, rows, m, bias, relu, out, base) }
+    }
+
+    /// [`gradient_band`] with AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gradient_avx2(
+        g: &ConvGeometry,
+        t: &Tiling,
+        dy: &[f32],
+        rows: (usize, usize),
+        dm: &mut [f32],
+        db: &mut [f32],
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { gradient_band::<Ymm2, M, T, P, V>(g, t, dy, rows, dm, db) }
+    }
+}
+
 impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transforms<M, T, P, V> {
     /// [`input_band`] on `path`.
     fn input(
@@ -988,6 +1188,9 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::input_avx512(g, t, input, rows, v) },
+            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { Self::input_avx2(g, t, input, rows, v) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe { input_band::<Portable, M, T, P, V>(g, t, input, rows, v) },
         }
@@ -1010,6 +1213,9 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::output_avx512(g, t, rows, m, bias, relu, out, base) },
+            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { Self::output_avx2(g, t, rows, m, bias, relu, out, base) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe {
                 output_band::<Portable, M, T, P, V>(g, t, rows, m, bias, relu, out, base)
@@ -1031,6 +1237,9 @@ impl<const M: usize, const T: usize, const P: usize, V: Variant<M, T, P>> Transf
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { Self::gradient_avx512(g, t, dy, rows, dm, db) },
+            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { Self::gradient_avx2(g, t, dy, rows, dm, db) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe {
                 gradient_band::<Portable, M, T, P, V>(g, t, dy, rows, dm, db)
@@ -1690,10 +1899,14 @@ mod tests {
 
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn the_avx512_build_is_chosen_where_the_cpu_has_it() {
+    fn the_widest_build_is_chosen_where_the_cpu_has_it() {
         let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
         let want = if cfg!(avx512_intrinsics) && avx512 {
             "Avx512"
+        } else if avx2 {
+            "Avx2"
         } else {
             "Portable"
         };

@@ -30,6 +30,8 @@
 use rayon::prelude::*;
 
 use super::forward::balanced_tile;
+#[cfg(target_arch = "x86_64")]
+use super::winograd::Ymm2;
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 use super::winograd::Zmm;
 use super::winograd::{
@@ -382,6 +384,9 @@ fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path, u: &mut [f32
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
             Path::Avx512 => unsafe { kernel_point_avx512(p, kernel, up) },
+            // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { kernel_point_avx2(p, kernel, up) },
             // SAFETY: the portable lanes run anywhere.
             Path::Portable => unsafe { kernel_point::<Portable>(p, kernel, up) },
         });
@@ -419,6 +424,17 @@ unsafe fn kernel_point<W: Wide>(p: usize, kernel: &[f32], up: &mut [f32]) {
 unsafe fn kernel_point_avx512(p: usize, kernel: &[f32], up: &mut [f32]) {
     // SAFETY: the caller guarantees AVX-512F.
     unsafe { kernel_point::<Zmm>(p, kernel, up) }
+}
+
+/// [`kernel_point`] with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_point_avx2(p: usize, kernel: &[f32], up: &mut [f32]) {
+    // SAFETY: the caller guarantees AVX2 and FMA.
+    unsafe { kernel_point::<Ymm2>(p, kernel, up) }
 }
 
 /// `V = Bᵀ d` for the tiles of groups `[g0, g1)`, into `v` (10 matrices
@@ -574,6 +590,44 @@ unsafe fn output_avx512(
     unsafe { output_band::<Zmm>(g, a, groups, m, bias, relu, out, base) }
 }
 
+/// [`input_band`] with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_avx2(
+    g: &ConvGeometry,
+    a: &Axis,
+    input: &[f32],
+    groups: (usize, usize),
+    v: &mut [f32],
+) {
+    // SAFETY: the caller guarantees AVX2 and FMA.
+    unsafe { input_band::<Ymm2>(g, a, input, groups, v) }
+}
+
+/// [`output_band`] with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_avx2(
+    g: &ConvGeometry,
+    a: &Axis,
+    groups: (usize, usize),
+    m: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    base: usize,
+) {
+    // SAFETY: the caller guarantees AVX2 and FMA.
+    unsafe { output_band::<Ymm2>(g, a, groups, m, bias, relu, out, base) }
+}
+
 /// Forward convolution of a geometry [`applies`] accepts; lengths already
 /// checked. Every element of `out` is written.
 pub(super) fn forward(
@@ -647,6 +701,9 @@ fn forward_bands(
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
                 Path::Avx512 => unsafe { input_avx512(g, a, input, groups, v) },
+                // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => unsafe { input_avx2(g, a, input, groups, v) },
                 // SAFETY: the portable lanes run anywhere.
                 Path::Portable => unsafe { input_band::<Portable>(g, a, input, groups, v) },
             }
@@ -655,6 +712,9 @@ fn forward_bands(
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
                 Path::Avx512 => unsafe { output_avx512(g, a, groups, m, bias, relu, out, base) },
+                // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => unsafe { output_avx2(g, a, groups, m, bias, relu, out, base) },
                 // SAFETY: the portable lanes run anywhere.
                 Path::Portable => unsafe {
                     output_band::<Portable>(g, a, groups, m, bias, relu, out, base)
