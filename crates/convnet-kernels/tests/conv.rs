@@ -206,7 +206,7 @@ fn tunings(g: &ConvGeometry) -> Vec<Tuning> {
     });
     // Winograd wherever it applies (3x3 stride 1), whatever the sizes,
     // with each output tile size.
-    for winograd_tile in [0, 2, 4] {
+    for winograd_tile in [0, 2, 4, 6] {
         out.push(Tuning {
             winograd: true,
             winograd_input: true,

@@ -121,7 +121,7 @@ fn check(input: [usize; 4], f: usize, padding: Padding, seed: u64) {
     for relu in [false, true] {
         let [want_y, want_dx, want_dw] = naive(&g, &x, &w, &b, &dy, relu);
         let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
-        for winograd_tile in [2, 4] {
+        for winograd_tile in [2, 4, 6] {
             let t = Tuning {
                 winograd: true,
                 winograd_input: true,

@@ -222,17 +222,19 @@ pub struct Tuning {
     /// Let the direct kernel use the CPU's vector extensions when present
     /// (`false`: the portable code only).
     pub simd: bool,
-    /// Use Winograd (F(2x2, 3x3) or F(4x4, 3x3), see `winograd_tile`) for
-    /// the forward pass of 3x3 stride-1 convolutions, and F(2x2, 5x5) for
-    /// that of 5x5 stride-1 ones.
+    /// Use Winograd (F(2x2, 3x3), F(4x4, 3x3) or F(6x6, 3x3), see
+    /// `winograd_tile`) for the forward pass of 3x3 stride-1 convolutions,
+    /// and F(2x2, 5x5) or F(4x4, 5x5) for that of 5x5 stride-1 ones.
     pub winograd: bool,
     /// The same for the input gradient.
     pub winograd_input: bool,
     /// The same for the filter gradient.
     pub winograd_filter: bool,
     /// Winograd's output tile side: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3)
-    /// (1.8x fewer multiplications, about 10x the rounding error), 0 to
-    /// choose by shape.
+    /// (1.8x fewer multiplications, about 10x the rounding error), 6 for
+    /// F(6x6, 3x3) (1.27x fewer again, about twice F(4x4, 3x3)'s error;
+    /// the filter gradient takes 4 instead), 0 to choose by shape. 5x5
+    /// layers take 2 or 4 (6 means 4).
     pub winograd_tile: usize,
     /// Use Winograd F(4, 7) along the taps for the forward pass of 1x7
     /// and 7x1 stride-1 convolutions (10 multiplications per 4 outputs

@@ -1,13 +1,17 @@
 //! Winograd F(m x m, 3x3) for 3x3 stride-1 convolutions, with output tiles
-//! of m = 2 or m = 4: each m x m block of outputs costs (m+2)^2
+//! of m = 2, 4 or 6: each m x m block of outputs costs (m+2)^2
 //! multiplications per (input channel, filter) pair instead of 9 m^2, a
-//! 2.25x cut in the GEMM work for F(2x2, 3x3) and 4x for F(4x4, 3x3), which
-//! is where these layers spend their time. The forward pass of 5x5
-//! stride-1 convolutions runs the same way as F(2x2, 5x5): 6x6 input tiles
-//! on the points of F(4x4, 3x3), 36 multiplications per 2x2 outputs
-//! instead of 100 (measured 1.8-1.9x im2col + GEMM in `f32` and 1.4-1.5x
-//! its half-precision GEMM on InceptionV3's 16x16 48 -> 64 layer, batch
-//! 32, both cores).
+//! 2.25x cut in the GEMM work for F(2x2, 3x3), 4x for F(4x4, 3x3) and 5.1x
+//! for F(6x6, 3x3), which is where these layers spend their time (F(6x6,
+//! 3x3) serves the forward pass and the input gradient; the filter
+//! gradient stays on F(4x4, 3x3)). The forward pass of 5x5 stride-1
+//! convolutions runs the same way as F(2x2, 5x5) (6x6 input tiles on the
+//! points of F(4x4, 3x3), 36 multiplications per 2x2 outputs instead of
+//! 100: measured 1.8-1.9x im2col + GEMM in `f32` and 1.4-1.5x its
+//! half-precision GEMM on InceptionV3's 16x16 48 -> 64 layer, batch 32,
+//! both cores) or, on maps large enough, F(4x4, 5x5) (8x8 input tiles on
+//! the points of F(6x6, 3x3), 64 multiplications per 4x4 outputs instead
+//! of 400).
 //!
 //! With `d` a (m+2)x(m+2) input tile, `g` a 3x3 filter and `Y` the m x m
 //! output tile: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over input channels.
@@ -31,7 +35,8 @@
 //! count as zero gradient in the backward pass.
 //!
 //! The transforms are Lavin and Gray's ("Fast Algorithms for Convolutional
-//! Neural Networks", 2016), with interpolation points 0, ±1, ±2 for m = 4.
+//! Neural Networks", 2016), with interpolation points 0, ±1, ±2 for m = 4,
+//! and 0, ±1, ±2, ±1/2 for the 8x8 tiles (F(6x6, 3x3) and F(4x4, 5x5)).
 //! Every transform works on 16 channels (or filters) at once, one vector
 //! per transform point ([`Wide`]: AVX-512 intrinsics where the CPU has
 //! them, pairs of AVX2 registers where it has AVX2 and FMA, arrays the
@@ -90,9 +95,9 @@ pub(super) fn fits_forward(g: &ConvGeometry) -> bool {
 /// 35x35 64 -> 96 1.76x, 1.98x, 1.45x; its 17x17 192 -> 192 1.27x, 1.43x,
 /// 1.04x.
 ///
-/// 5x5 stride-1 layers with as many channels take F(2x2, 5x5) for their
-/// forward pass (InceptionV3's 48 -> 64 5x5 layers in a frozen base);
-/// their gradients stay on im2col + GEMM.
+/// 5x5 stride-1 layers with as many channels take F(4x4, 5x5) (or F(2x2,
+/// 5x5) on small maps) for their forward pass (InceptionV3's 48 -> 64 5x5
+/// layers in a frozen base); their gradients stay on im2col + GEMM.
 pub(super) fn default_passes(g: &ConvGeometry) -> (bool, bool, bool) {
     let enough = g.c >= 16 && g.f >= 16;
     let wide = fits(g) && enough;
@@ -101,16 +106,29 @@ pub(super) fn default_passes(g: &ConvGeometry) -> (bool, bool, bool) {
 
 /// The output tile side `m` used by default for `g`: 4 (F(4x4, 3x3), 1.8x
 /// fewer multiplications than m = 2) unless the output is so small that
-/// the tiles past its edge waste more than they save.
+/// the tiles past its edge waste more than they save, and 6 (F(6x6, 3x3))
+/// where that needs at least 10% fewer multiplications again, tiles past
+/// the edge counted (72x72 and 33x33 maps: 21% fewer; 16x16 and 7x7 ones
+/// stay on 4). 5x5 layers: 4 (F(4x4, 5x5)) or 2 by the same rule as 3x3.
+///
+/// Measured on Zen 3 (AVX2, both cores, alternated in one process, 20-300
+/// pairs): F(6x6, 3x3) against F(4x4, 3x3) 1.08x on InceptionV3's 74x74
+/// 32 -> 32 layer, 1.11-1.14x on 72x72 32 -> 64, 1.12-1.17x on 35x35
+/// 80 -> 192; F(4x4, 5x5) against F(2x2, 5x5) 1.69x on 16x16 48 -> 64.
 pub(super) fn default_tile(g: &ConvGeometry) -> usize {
+    // Multiplications for tiles of side m, counting those past the edge.
+    let work = |m: usize| {
+        let t = m + g.kh - 1;
+        t * t * g.oh.div_ceil(m) * g.ow.div_ceil(m)
+    };
     if g.kh == 5 {
-        return 2;
+        return if 10 * work(4) <= 8 * work(2) { 4 } else { 2 };
     }
-    let work = |m: usize| (m + 2) * (m + 2) * g.oh.div_ceil(m) * g.ow.div_ceil(m);
-    if 10 * work(4) <= 8 * work(2) {
-        4
+    let m = if 10 * work(4) <= 8 * work(2) { 4 } else { 2 };
+    if m == 4 && 10 * work(6) <= 9 * work(4) {
+        6
     } else {
-        2
+        m
     }
 }
 
@@ -572,6 +590,170 @@ impl Variant<2, 6, 36> for F5 {
             x[0].add(d),
             x[0].sub(d),
             x[1],
+        ]
+    }
+}
+
+/// `Bᵀ x` for the eight points 0, ±1, ±2, ±1/2 and infinity, shared by
+/// [`F6`] and [`F45`]: the rows of `Bᵀ` are
+/// `[1 0 -21/4 0 21/4 0 -1 0]`, `[0 ±1 1 ∓17/4 -17/4 ±1 1 0]`,
+/// `[0 ±1/2 1/4 ∓5/2 -5/4 ±2 1 0]`, `[0 ±2 4 ∓5/2 -5 ±1/2 1 0]` and
+/// `[0 -1 0 21/4 0 -21/4 0 1]`, paired so each pair shares its even and
+/// odd halves.
+#[inline(always)]
+fn bt8<W: Wide>(x: [W; 8]) -> [W; 8] {
+    let e1 = x[4].madd(-4.25, x[2].add(x[6]));
+    let o1 = x[3].madd(-4.25, x[1].add(x[5]));
+    let e2 = x[4].madd(-1.25, x[2].madd(0.25, x[6]));
+    let o2 = x[3].madd(-2.5, x[5].madd(2.0, x[1].madd(0.5, W::zero())));
+    let e3 = x[4].madd(-5.0, x[2].madd(4.0, x[6]));
+    let o3 = x[3].madd(-2.5, x[1].madd(2.0, x[5].madd(0.5, W::zero())));
+    [
+        x[4].sub(x[2]).madd(5.25, x[0].sub(x[6])),
+        e1.add(o1),
+        e1.sub(o1),
+        e2.add(o2),
+        e2.sub(o2),
+        e3.add(o3),
+        e3.sub(o3),
+        x[3].sub(x[5]).madd(5.25, x[7].sub(x[1])),
+    ]
+}
+
+/// F(6x6, 3x3), for the forward pass (and the input gradient) of 3x3
+/// layers on larger maps: 64 multiplications per 36 outputs, 1.27x fewer
+/// than F(4x4, 3x3) where the map divides into 6x6 tiles as well as into
+/// 4x4 ones (72x72, 33x33). In single precision its error on a 3x3 layer
+/// of 32-80 channels measured about twice F(4x4, 3x3)'s (8.5e-6 against
+/// 4.8e-6 of the output's largest value, from ReLU inputs).
+struct F6;
+
+impl Variant<6, 8, 64> for F6 {
+    const G: &'static [&'static [f64]] = &[
+        &[1.0, 0.0, 0.0],
+        &[-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+        &[-2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0],
+        &[1.0 / 90.0, 2.0 / 90.0, 4.0 / 90.0],
+        &[1.0 / 90.0, -2.0 / 90.0, 4.0 / 90.0],
+        &[32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0],
+        &[32.0 / 45.0, -16.0 / 45.0, 8.0 / 45.0],
+        &[0.0, 0.0, 1.0],
+    ];
+
+    #[inline(always)]
+    fn bt<W: Wide>(x: [W; 8]) -> [W; 8] {
+        bt8(x)
+    }
+
+    #[inline(always)]
+    fn at<W: Wide>(x: [W; 8]) -> [W; 6] {
+        // Aᵀ row i: [0^i, 1, (-1)^i, 2^i, (-2)^i, 2^-i, (-2)^-i, i == 5].
+        let (s1, d1) = (x[1].add(x[2]), x[1].sub(x[2]));
+        let (s2, d2) = (x[3].add(x[4]), x[3].sub(x[4]));
+        let (s3, d3) = (x[5].add(x[6]), x[5].sub(x[6]));
+        [
+            x[0].add(s1).add(s2).add(s3),
+            d3.madd(0.5, d2.madd(2.0, d1)),
+            s3.madd(0.25, s2.madd(4.0, s1)),
+            d3.madd(0.125, d2.madd(8.0, d1)),
+            s3.madd(0.0625, s2.madd(16.0, s1)),
+            d3.madd(0.03125, d2.madd(32.0, d1)).add(x[7]),
+        ]
+    }
+
+    #[inline(always)]
+    fn a<W: Wide>(x: [W; 6]) -> [W; 8] {
+        // A = (Aᵀ)ᵀ: at each point p, the even and odd powers of p.
+        let at = |p: f32| {
+            let (p2, p3) = (p * p, p * p * p);
+            let e = x[4].madd(p2 * p2, x[2].madd(p2, x[0]));
+            let o = x[5].madd(p3 * p2, x[3].madd(p3, x[1].madd(p, W::zero())));
+            (e, o)
+        };
+        let (e1, o1) = at(1.0);
+        let (e2, o2) = at(2.0);
+        let (e3, o3) = at(0.5);
+        [
+            x[0],
+            e1.add(o1),
+            e1.sub(o1),
+            e2.add(o2),
+            e2.sub(o2),
+            e3.add(o3),
+            e3.sub(o3),
+            x[5],
+        ]
+    }
+}
+
+/// F(4x4, 5x5), for the forward pass of 5x5 stride-1 layers: the points
+/// of [`F6`] (the same `Bᵀ`), 64 multiplications per 16 outputs, 2.25x
+/// fewer than F(2x2, 5x5) on InceptionV3's 16x16 maps (error 6.5e-6 of
+/// the output's largest value against F(2x2, 5x5)'s 3.5e-6, 48
+/// channels).
+struct F45;
+
+impl Variant<4, 8, 64> for F45 {
+    const G: &'static [&'static [f64]] = &[
+        &[1.0, 0.0, 0.0, 0.0, 0.0],
+        &[-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+        &[-2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0],
+        &[1.0 / 90.0, 2.0 / 90.0, 4.0 / 90.0, 8.0 / 90.0, 16.0 / 90.0],
+        &[
+            1.0 / 90.0,
+            -2.0 / 90.0,
+            4.0 / 90.0,
+            -8.0 / 90.0,
+            16.0 / 90.0,
+        ],
+        &[32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0, 4.0 / 45.0, 2.0 / 45.0],
+        &[
+            32.0 / 45.0,
+            -16.0 / 45.0,
+            8.0 / 45.0,
+            -4.0 / 45.0,
+            2.0 / 45.0,
+        ],
+        &[0.0, 0.0, 0.0, 0.0, 1.0],
+    ];
+
+    #[inline(always)]
+    fn bt<W: Wide>(x: [W; 8]) -> [W; 8] {
+        bt8(x)
+    }
+
+    #[inline(always)]
+    fn at<W: Wide>(x: [W; 8]) -> [W; 4] {
+        let (s1, d1) = (x[1].add(x[2]), x[1].sub(x[2]));
+        let (s2, d2) = (x[3].add(x[4]), x[3].sub(x[4]));
+        let (s3, d3) = (x[5].add(x[6]), x[5].sub(x[6]));
+        [
+            x[0].add(s1).add(s2).add(s3),
+            d3.madd(0.5, d2.madd(2.0, d1)),
+            s3.madd(0.25, s2.madd(4.0, s1)),
+            d3.madd(0.125, d2.madd(8.0, d1)).add(x[7]),
+        ]
+    }
+
+    #[inline(always)]
+    fn a<W: Wide>(x: [W; 4]) -> [W; 8] {
+        let at = |p: f32| {
+            let e = x[2].madd(p * p, x[0]);
+            let o = x[3].madd(p * p * p, x[1].madd(p, W::zero()));
+            (e, o)
+        };
+        let (e1, o1) = at(1.0);
+        let (e2, o2) = at(2.0);
+        let (e3, o3) = at(0.5);
+        [
+            x[0],
+            e1.add(o1),
+            e1.sub(o1),
+            e2.add(o2),
+            e2.sub(o2),
+            e3.add(o3),
+            e3.sub(o3),
+            x[3],
         ]
     }
 }
@@ -1292,8 +1474,12 @@ fn forward_with_tile(
         rest = tail;
     }
     let sink = &|(), _: (usize, usize), _: &[f32]| {};
-    if g.kh == 5 {
+    if g.kh == 5 && m == 4 {
+        forward_impl::<4, 8, 64, F45, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
+    } else if g.kh == 5 {
         forward_impl::<2, 6, 36, F5, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
+    } else if m == 6 {
+        forward_impl::<6, 8, 64, F6, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
     } else if m == 4 {
         forward_impl::<4, 6, 36, F4, ()>(g, input, kernel, bias, epilogue, bands, sink, path)
     } else {
@@ -1312,10 +1498,11 @@ pub(super) fn forward(
     out: &mut [f32],
     m: usize,
 ) {
-    let m = if m == 0 || g.kh == 5 {
-        default_tile(g)
-    } else {
-        m
+    let m = match (m, g.kh) {
+        (0, _) => default_tile(g),
+        (4 | 6, 5) => 4,
+        (_, 5) => 2,
+        _ => m,
     };
     forward_with_tile(g, input, kernel, bias, epilogue, out, m, Path::detect())
 }
@@ -1390,7 +1577,10 @@ pub(super) fn forward_bands<S: Send>(
     assert_eq!(rows.len(), items.len(), "one item per band");
     let bands = items.into_iter().map(BandOut::Sink).collect();
     let path = Path::detect();
-    if default_tile(g) == 4 {
+    let m = default_tile(g);
+    if m == 6 {
+        forward_impl::<6, 8, 64, F6, S>(g, input, kernel, bias, epilogue, bands, sink, path)
+    } else if m == 4 {
         forward_impl::<4, 6, 36, F4, S>(g, input, kernel, bias, epilogue, bands, sink, path)
     } else {
         forward_impl::<2, 4, 16, F2, S>(g, input, kernel, bias, epilogue, bands, sink, path)
@@ -1605,7 +1795,7 @@ fn backward_filter_with_tile(
     m: usize,
     path: Path,
 ) {
-    if m == 4 {
+    if m >= 4 {
         backward_filter_impl::<4, 6, 36, F4>(g, input, dy, dkernel, dbias, path)
     } else {
         backward_filter_impl::<2, 4, 16, F2>(g, input, dy, dkernel, dbias, path)
@@ -1803,7 +1993,7 @@ mod tests {
             (v, want_y.1.clone())
         };
         for path in Path::available() {
-            for m in [2, 4] {
+            for m in [2, 4, 6] {
                 let ctx = format!("{path:?} m={m} {g:?}");
                 let mut y = vec![f32::NAN; want_y.0.len()];
                 forward_with_tile(&g, &x, &k, None, Epilogue::None, &mut y, m, path);
@@ -1845,13 +2035,13 @@ mod tests {
         let bias = values(f, seed + 2);
         let dy = values(n * g.oh * g.ow * f, seed + 3);
         let [want_y, _, _] = naive(&g, &x, &k, &dy);
-        for path in Path::available() {
-            let ctx = format!("{path:?} F(2x2, 5x5) {g:?}");
+        for (path, m) in Path::available().into_iter().flat_map(|p| [(p, 2), (p, 4)]) {
+            let ctx = format!("{path:?} F({m}x{m}, 5x5) {g:?}");
             let mut y = vec![f32::NAN; want_y.0.len()];
-            forward_with_tile(&g, &x, &k, None, Epilogue::None, &mut y, 2, path);
+            forward_with_tile(&g, &x, &k, None, Epilogue::None, &mut y, m, path);
             assert_close(&y, &want_y, &format!("forward {ctx}"));
             let mut y = vec![f32::NAN; want_y.0.len()];
-            forward_with_tile(&g, &x, &k, Some(&bias), Epilogue::Relu, &mut y, 2, path);
+            forward_with_tile(&g, &x, &k, Some(&bias), Epilogue::Relu, &mut y, m, path);
             let relu: Vec<f64> = want_y
                 .0
                 .iter()
