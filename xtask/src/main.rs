@@ -22,7 +22,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   bench [target [options]...]
                       quick benchmarks, one line per figure; targets: {targets}
-                      (no target: all of them but half)
+                      (no target: all of them but half); --against-keras [--rounds N]:
+                      TensorFlow/Keras's figures too, alternating, best of N rounds (2)
   fetch-data          download and unpack the Cats-vs-Dogs images into data/
   fetch-weights       download Keras's InceptionV3 ImageNet weights and convert
                       them to safetensors ($CONVNET_HOME, default ~/.cache/convnet)

@@ -1,8 +1,10 @@
-//! `cargo xtask bench --against-keras [target...]`: each figure measured by
-//! us and by TensorFlow/Keras (`benches/keras/bench.py`, same models, same
-//! batch, same data) in the same run, alternating, two rounds, the better
-//! of the two rounds kept on each side, and the ratio printed, so the
-//! comparison holds on a shared, noisy machine. Needs a Python with
+//! `cargo xtask bench --against-keras [--rounds N] [target...]`: each
+//! figure measured by us and by TensorFlow/Keras (`benches/keras/bench.py`,
+//! same models, same batch, same data) in the same run, alternating, two
+//! rounds (or `N`), the best of the rounds kept on each side, and the
+//! ratio printed, so the comparison holds on a shared, noisy machine (on a
+//! VM whose speed swings within seconds, more rounds bring both sides'
+//! best closer to what the machine does when quiet). Needs a Python with
 //! TensorFlow (`pip install tensorflow-cpu pillow scipy`; `PYTHON` picks the
 //! interpreter, default `python3`). With `inception --half`, our figures
 //! named `... (half)` are set against Keras's float32 ones.
@@ -11,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-/// Rounds of (ours, Keras).
-const ROUNDS: usize = 2;
+/// Rounds of (ours, Keras) unless `--rounds` says otherwise.
+pub const ROUNDS: usize = 2;
 
 /// `name -> (value, unit)` from lines `name: value unit`.
 fn parse(stdout: &str) -> Vec<(String, f64, String)> {
@@ -47,7 +49,7 @@ fn run_capture(cmd: &mut Command, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn against_keras(targets: &[(&str, Vec<String>)]) -> Result<(), String> {
+pub fn against_keras(targets: &[(&str, Vec<String>)], rounds: usize) -> Result<(), String> {
     let targets: Vec<(&str, Vec<String>)> = if targets.is_empty() {
         super::KERAS_TARGETS
             .iter()
@@ -77,8 +79,8 @@ pub fn against_keras(targets: &[(&str, Vec<String>)]) -> Result<(), String> {
                 None => v,
             });
         };
-        for round in 0..ROUNDS {
-            eprintln!("[{target}] round {}/{ROUNDS}: convnet", round + 1);
+        for round in 0..rounds {
+            eprintln!("[{target}] round {}/{rounds}: convnet", round + 1);
             let ours = run_capture(
                 Command::new(&exe).arg("bench").arg(target).args(&opts),
                 &format!("convnet {target}"),
@@ -87,7 +89,7 @@ pub fn against_keras(targets: &[(&str, Vec<String>)]) -> Result<(), String> {
                 let e = best.entry(name).or_insert((unit.clone(), None, None));
                 keep(&mut e.1, v, &unit);
             }
-            eprintln!("[{target}] round {}/{ROUNDS}: Keras", round + 1);
+            eprintln!("[{target}] round {}/{rounds}: Keras", round + 1);
             let theirs = run_capture(
                 Command::new(&python).arg(&script).arg(target).args(&opts),
                 &format!("Keras {target}"),

@@ -62,13 +62,8 @@ pub fn target_names() -> Vec<&'static str> {
 /// Run the named targets (all of them when none is named). Arguments that
 /// start with `-` after a target's name are that target's options.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let against_keras = args.iter().any(|a| a == "--against-keras");
-    let args: Vec<String> = args
-        .iter()
-        .filter(|a| *a != "--against-keras")
-        .cloned()
-        .collect();
-    let chosen = choose(&args)?;
+    let (against_keras, rounds, rest) = keras_options(args)?;
+    let chosen = choose(&rest)?;
     if against_keras {
         return keras::against_keras(
             &chosen
@@ -76,12 +71,38 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 .filter(|(t, _)| KERAS_TARGETS.contains(&t.name))
                 .map(|(t, o)| (t.name, o.clone()))
                 .collect::<Vec<_>>(),
+            rounds.unwrap_or(keras::ROUNDS),
         );
     }
     for (t, opts) in chosen {
         (t.run)(&opts).map_err(|e| format!("{}: {e}", t.name))?;
     }
     Ok(())
+}
+
+/// `--against-keras` and `--rounds N` (anywhere in `args`), and the other
+/// arguments in order.
+fn keras_options(args: &[String]) -> Result<(bool, Option<usize>, Vec<String>), String> {
+    let (mut against_keras, mut rounds, mut rest) = (false, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--against-keras" => against_keras = true,
+            "--rounds" => {
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--rounds needs a positive number")?;
+                rounds = Some(n);
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    if rounds.is_some() && !against_keras {
+        return Err("--rounds goes with --against-keras".into());
+    }
+    Ok((against_keras, rounds, rest))
 }
 
 /// The targets named in `args` with their options (every target but
@@ -164,6 +185,28 @@ mod tests {
             .into_iter()
             .map(|(t, o)| (t.name.to_string(), o))
             .collect()
+    }
+
+    #[test]
+    fn rounds_go_with_against_keras() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (k, r, rest) =
+            super::keras_options(&args(&["--against-keras", "--rounds", "6", "inception"]))
+                .unwrap();
+        assert!(k);
+        assert_eq!(r, Some(6));
+        assert_eq!(rest, args(&["inception"]));
+        let (k, r, rest) = super::keras_options(&args(&["inception", "--half"])).unwrap();
+        assert!(!k && r.is_none());
+        assert_eq!(rest, args(&["inception", "--half"]));
+        for bad in [
+            &["--rounds", "3", "inception"][..],
+            &["--against-keras", "--rounds", "0"],
+            &["--against-keras", "--rounds", "x"],
+            &["--against-keras", "--rounds"],
+        ] {
+            assert!(super::keras_options(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
