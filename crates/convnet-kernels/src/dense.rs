@@ -4,9 +4,10 @@
 //! where the kernel `w` is the big operand and memory bandwidth, not
 //! arithmetic, sets the time:
 //!
-//! - [`dense_forward_streamed`]: `x w` reading `w` once, in memory order,
-//!   without packing it (the GEMM copies a large `B` into panels first: one
-//!   more read and a write of it);
+//! - [`dense_forward_streamed`]: `x w` reading `w` once, in memory order
+//!   (the GEMM copies all of a large `B` into panels first: one more read
+//!   and a write of it); on CPUs without AVX-512 each block of 64 rows is
+//!   copied into column strips while it is in cache (see [`packs_b`]);
 //! - [`outer_rows`] / [`outer_product`]: the kernel gradient `x^T dy` a
 //!   block of rows at a time, so that an optimizer can apply it while the
 //!   block is in cache instead of writing the whole gradient out and
@@ -42,15 +43,38 @@ const NR: usize = 32;
 /// registers; on the InceptionV3 head, 32 x 37632 x 1024, the streamed
 /// forward took 13.3 ms against 15.9 with 4 rows, and the RMSprop step on
 /// its factored gradient 25.3 against 28.1: minima of 12, 3 alternated
-/// runs), 4 for AVX2's 16 registers. Chosen at run time, like the
-/// micro-kernel itself, so that a build without `-C target-cpu` gets the
-/// 8 rows too.
+/// runs), 6 for AVX2's 16 (the AVX2 tile takes its 32 columns as two
+/// halves of 16: 12 accumulators; on Zen 3, alternated in one process on
+/// the same head, 6 rows against 4: forward 0.92x on one core and 1.00x
+/// on two, kernel gradient 1.24x and 1.12x). Chosen at run time, like the micro-kernel itself, so that
+/// a build without `-C target-cpu` gets the wider tiles too.
 fn mr() -> usize {
     #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
     if std::arch::is_x86_feature_detected!("avx512f") {
         return 8;
     }
-    4
+    6
+}
+
+/// Whether the tiles read `b` (the kernel's rows in the streamed forward,
+/// `dy`'s in the kernel gradient) from a contiguous copy of the columns
+/// they use instead of in place: everywhere but where the AVX-512 tile
+/// runs. In place, the rows of a strip lie `n` floats apart (4 KB on the
+/// InceptionV3 head), so they all fall in the same few sets of the L1
+/// cache, which holds 8 of them per set: the strip was read from L2 again
+/// by every tile. On Zen 3 (AVX2), alternated in one process on that head
+/// (32 x 37632 x 1024, both cores, 4 alternations of 9 calls), copying
+/// each block of 64 kernel rows into strips took the forward from 52-57 ms
+/// to 32-35 ms together with the halved AVX2 tile and 6 rows, and the
+/// kernel gradient ([`outer_product`]) from 62-65 to 41-44 ms; the same
+/// bits. The AVX-512 path (measured on Zen 5 before this) keeps reading in
+/// place with its prefetches.
+fn packs_b() -> bool {
+    #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return false;
+    }
+    true
 }
 
 /// Kernel rows per task of the streamed forward. Fixed (never derived from
@@ -202,10 +226,12 @@ mod avx2 {
 
     use super::NR;
 
-    /// Vectors of eight per tile row.
-    const V: usize = NR / 8;
-
-    /// [`super::micro`] on AVX2 + FMA, the accumulators in registers.
+    /// [`super::micro`] on AVX2 + FMA, the accumulators in registers: the
+    /// 32 columns as two halves of 16, so that a tile of 6 rows keeps its
+    /// 12 accumulators, two vectors of `b` and the broadcast in the 16
+    /// registers (the whole width at once, 16 accumulators for 4 rows,
+    /// spilled to the stack). Each element gets the same fused
+    /// multiply-adds in the same order either way.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; `a + r * a_rs + t * a_ts` and
@@ -221,28 +247,25 @@ mod avx2 {
         b_ts: usize,
         acc: &mut [[f32; NR]; R],
     ) {
-        let mut regs = [[_mm256_setzero_ps(); V]; R];
-        for (reg, row) in regs.iter_mut().zip(acc.iter()) {
-            for (v, reg) in reg.iter_mut().enumerate() {
-                *reg = _mm256_loadu_ps(row.as_ptr().add(8 * v));
+        for half in 0..NR / 16 {
+            let col = 16 * half;
+            let mut regs = [[_mm256_setzero_ps(); 2]; R];
+            for (reg, row) in regs.iter_mut().zip(acc.iter()) {
+                reg[0] = _mm256_loadu_ps(row.as_ptr().add(col));
+                reg[1] = _mm256_loadu_ps(row.as_ptr().add(col + 8));
             }
-        }
-        for t in 0..steps {
-            let brow = b.add(t * b_ts);
-            let mut bv = [_mm256_setzero_ps(); V];
-            for (v, bv) in bv.iter_mut().enumerate() {
-                *bv = _mm256_loadu_ps(brow.add(8 * v));
-            }
-            for (r, reg) in regs.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*a.add(r * a_rs + t * a_ts));
-                for (reg, &bv) in reg.iter_mut().zip(&bv) {
-                    *reg = _mm256_fmadd_ps(av, bv, *reg);
+            for t in 0..steps {
+                let brow = b.add(t * b_ts + col);
+                let (b0, b1) = (_mm256_loadu_ps(brow), _mm256_loadu_ps(brow.add(8)));
+                for (r, reg) in regs.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.add(r * a_rs + t * a_ts));
+                    reg[0] = _mm256_fmadd_ps(av, b0, reg[0]);
+                    reg[1] = _mm256_fmadd_ps(av, b1, reg[1]);
                 }
             }
-        }
-        for (reg, row) in regs.iter().zip(acc.iter_mut()) {
-            for (v, &reg) in reg.iter().enumerate() {
-                _mm256_storeu_ps(row.as_mut_ptr().add(8 * v), reg);
+            for (reg, row) in regs.iter().zip(acc.iter_mut()) {
+                _mm256_storeu_ps(row.as_mut_ptr().add(col), reg[0]);
+                _mm256_storeu_ps(row.as_mut_ptr().add(col + 8), reg[1]);
             }
         }
     }
@@ -376,7 +399,9 @@ pub fn dense_backward(
 }
 
 /// [`dense_forward`] for small batches: reads `w` once, in memory order,
-/// and never copies it. `y` `(m, n)` is overwritten.
+/// never packing all of it (on CPUs without AVX-512 a block of 64 rows at
+/// a time is copied into column strips that stay in cache). `y` `(m, n)`
+/// is overwritten.
 ///
 /// The rows of `w` are cut into fixed blocks of 512, one task each (the
 /// columns are split too when that gives fewer than 8 tasks); each task
@@ -396,11 +421,12 @@ pub fn dense_forward_streamed(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    streamed_with(m, k, n, x, w, bias, y, mr())
+    streamed_with(m, k, n, x, w, bias, y, mr(), packs_b())
 }
 
-/// [`dense_forward_streamed`] with register tiles of up to `mr` rows (4 or
-/// 8).
+/// [`dense_forward_streamed`] with register tiles of up to `mr` rows (4 to
+/// 8), reading the kernel from strips copied per block if `packed` (see
+/// [`packs_b`]).
 #[allow(clippy::too_many_arguments)]
 fn streamed_with(
     m: usize,
@@ -411,6 +437,7 @@ fn streamed_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
     mr: usize,
+    packed: bool,
 ) -> Result<()> {
     let op = "Dense";
     TensorError::check_len(op, "input", &[m, k], x.len())?;
@@ -439,7 +466,7 @@ fn streamed_with(
             let c0 = group * width;
             let cw = width.min(n - c0);
             let mut part = vec![0.0f32; m * cw];
-            forward_block(m, k, n, x, w, rows, c0, cw, &mut part, mr);
+            forward_block(m, k, n, x, w, rows, c0, cw, &mut part, (mr, packed));
             part
         })
         .collect();
@@ -473,28 +500,45 @@ fn forward_block(
     c0: usize,
     cw: usize,
     part: &mut [f32],
-    mr: usize,
+    (mr, packed): (usize, bool),
 ) {
     let full = cw / NR * NR;
+    let mut strips = STRIPS.with(|s| s.take());
     let mut p0 = rows.start;
     while p0 < rows.end {
         let steps = STREAM_STEP.min(rows.end - p0);
+        if packed {
+            // The block's rows of w, strip by strip (strip `s`: `steps`
+            // rows of NR from `s * steps * NR`), read in memory order.
+            strips.resize(steps * full, 0.0);
+            for t in 0..steps {
+                let src = &w[(p0 + t) * n + c0..][..full];
+                for (s, chunk) in src.chunks_exact(NR).enumerate() {
+                    strips[(s * steps + t) * NR..][..NR].copy_from_slice(chunk);
+                }
+            }
+        }
         for c in (0..full).step_by(NR) {
-            let b = &w[p0 * n + c0 + c..];
+            let (b, b_ts, ahead) = if packed {
+                (&strips[c / NR * steps * NR..], NR, 0)
+            } else {
+                (&w[p0 * n + c0 + c..], n, STREAM_AHEAD)
+            };
+            let b = (b, b_ts, ahead);
             let mut r0 = 0;
             while r0 < m {
                 let a = &x[r0 * k + p0..];
                 // Each row once: a tile adds into `part`.
                 let rows = (m - r0).min(mr);
                 match rows {
-                    1 => forward_tile::<1>(steps, a, k, b, n, part, r0, cw, c),
-                    2 => forward_tile::<2>(steps, a, k, b, n, part, r0, cw, c),
-                    3 => forward_tile::<3>(steps, a, k, b, n, part, r0, cw, c),
-                    4 => forward_tile::<4>(steps, a, k, b, n, part, r0, cw, c),
-                    5 => forward_tile::<5>(steps, a, k, b, n, part, r0, cw, c),
-                    6 => forward_tile::<6>(steps, a, k, b, n, part, r0, cw, c),
-                    7 => forward_tile::<7>(steps, a, k, b, n, part, r0, cw, c),
-                    _ => forward_tile::<8>(steps, a, k, b, n, part, r0, cw, c),
+                    1 => forward_tile::<1>(steps, a, k, b, part, r0, cw, c),
+                    2 => forward_tile::<2>(steps, a, k, b, part, r0, cw, c),
+                    3 => forward_tile::<3>(steps, a, k, b, part, r0, cw, c),
+                    4 => forward_tile::<4>(steps, a, k, b, part, r0, cw, c),
+                    5 => forward_tile::<5>(steps, a, k, b, part, r0, cw, c),
+                    6 => forward_tile::<6>(steps, a, k, b, part, r0, cw, c),
+                    7 => forward_tile::<7>(steps, a, k, b, part, r0, cw, c),
+                    _ => forward_tile::<8>(steps, a, k, b, part, r0, cw, c),
                 }
                 r0 += rows;
             }
@@ -510,18 +554,26 @@ fn forward_block(
         }
         p0 += steps;
     }
+    STRIPS.with(|s| s.set(strips));
+}
+
+thread_local! {
+    /// Each thread's copy of a block of kernel rows in strips
+    /// ([`forward_block`]) or of `dy`'s strip ([`outer_rows`]), kept
+    /// between calls.
+    static STRIPS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// One register tile of [`forward_block`]: rows `r0..r0 + R`, columns
-/// `c..c + NR` of `part` (row length `cw`).
+/// `c..c + NR` of `part` (row length `cw`); `b` is the strip of the kernel
+/// with its row stride and the prefetch distance for [`micro`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_tile<const R: usize>(
     steps: usize,
     a: &[f32],
     k: usize,
-    b: &[f32],
-    n: usize,
+    (b, n, ahead): (&[f32], usize, usize),
     part: &mut [f32],
     r0: usize,
     cw: usize,
@@ -531,7 +583,7 @@ fn forward_tile<const R: usize>(
     for (r, acc_r) in acc.iter_mut().enumerate() {
         acc_r.copy_from_slice(&part[(r0 + r) * cw + c..][..NR]);
     }
-    micro::<R>(steps, a, k, 1, b, n, &mut acc, STREAM_AHEAD);
+    micro::<R>(steps, a, k, 1, b, n, &mut acc, ahead);
     for (r, acc_r) in acc.iter().enumerate() {
         part[(r0 + r) * cw + c..][..NR].copy_from_slice(acc_r);
     }
@@ -556,10 +608,11 @@ pub fn outer_rows(
     k0: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    outer_rows_with(m, k, n, x, dy, k0, out, mr())
+    outer_rows_with(m, k, n, x, dy, k0, out, (mr(), packs_b()))
 }
 
-/// [`outer_rows`] with register tiles of up to `mr` rows (4 or 8).
+/// [`outer_rows`] with register tiles of up to `mr` rows (4 to 8), reading
+/// `dy` from a copy of each strip if `packed` (see [`packs_b`]).
 #[allow(clippy::too_many_arguments)]
 fn outer_rows_with(
     m: usize,
@@ -569,7 +622,7 @@ fn outer_rows_with(
     dy: &[f32],
     k0: usize,
     out: &mut [f32],
-    mr: usize,
+    (mr, packed): (usize, bool),
 ) -> Result<()> {
     let op = "Dense kernel gradient";
     TensorError::check_len(op, "input", &[m, k], x.len())?;
@@ -588,8 +641,18 @@ fn outer_rows_with(
         ));
     }
     let full = n / NR * NR;
+    let mut strip = STRIPS.with(|s| s.take());
     for c in (0..full).step_by(NR) {
-        let b = &dy[c..];
+        let b = if packed {
+            // dy's columns c..c + NR, contiguous (see `packs_b`).
+            strip.resize(m * NR, 0.0);
+            for (t, dst) in strip.chunks_exact_mut(NR).enumerate() {
+                dst.copy_from_slice(&dy[t * n + c..][..NR]);
+            }
+            (&strip[..], NR)
+        } else {
+            (&dy[c..], n)
+        };
         let mut i = 0;
         while i < rows {
             let a = &x[k0 + i..];
@@ -607,6 +670,7 @@ fn outer_rows_with(
             i += tile;
         }
     }
+    STRIPS.with(|s| s.set(strip));
     for i in 0..rows {
         for j in full..n {
             let mut s = 0.0f32;
@@ -620,21 +684,22 @@ fn outer_rows_with(
 }
 
 /// One register tile of [`outer_rows`]: rows `i..i + R`, columns
-/// `c..c + NR` of `out` (row length `n`).
+/// `c..c + NR` of `out` (row length `n`); `b` is `dy`'s strip with its row
+/// stride.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn outer_tile<const R: usize>(
     m: usize,
     a: &[f32],
     k: usize,
-    b: &[f32],
+    (b, b_ts): (&[f32], usize),
     n: usize,
     out: &mut [f32],
     i: usize,
     c: usize,
 ) {
     let mut acc = [[0.0f32; NR]; R];
-    micro::<R>(m, a, 1, k, b, n, &mut acc, 0);
+    micro::<R>(m, a, 1, k, b, b_ts, &mut acc, 0);
     for (r, acc_r) in acc.iter().enumerate() {
         out[(i + r) * n + c..][..NR].copy_from_slice(acc_r);
     }
@@ -679,14 +744,18 @@ mod tests {
             .collect()
     }
 
-    /// Both register-tile heights (8 on AVX-512, 4 elsewhere) on every row
-    /// count up to 17, each row once: a tile of 5-7 rows stepped by 4
-    /// added the last rows twice.
+    /// The register-tile heights (8 on AVX-512, 6 elsewhere, and 4) on
+    /// every row count up to 17, each row once (a tile of 5-7 rows stepped
+    /// by 4 added the last rows twice), with the kernel's strips read in
+    /// place and copied.
     #[test]
     fn every_tile_height_covers_each_row_once() {
         let (k, n) = (70, 2 * NR + 3);
         let w = values(k * n, 1);
-        for mr in [4, 8] {
+        for (mr, packed) in [4, 6, 8]
+            .into_iter()
+            .flat_map(|mr| [(mr, false), (mr, true)])
+        {
             for m in 1..=17 {
                 let x = values(m * k, m);
                 let mut want = vec![0.0f32; m * n];
@@ -696,20 +765,26 @@ mod tests {
                     }
                 }
                 let mut y = vec![f32::NAN; m * n];
-                streamed_with(m, k, n, &x, &w, None, &mut y, mr).unwrap();
+                streamed_with(m, k, n, &x, &w, None, &mut y, mr, packed).unwrap();
                 for (i, (a, b)) in y.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() < 1e-3, "mr {mr} m {m} [{i}]: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-3,
+                        "mr {mr} packed {packed} m {m} [{i}]: {a} vs {b}"
+                    );
                 }
                 // The kernel gradient x^T dy of rows 3.. of x's columns.
                 let dy = values(m * n, 7 * m);
                 let rows = k - 3;
                 let mut out = vec![f32::NAN; rows * n];
-                outer_rows_with(m, k, n, &x, &dy, 3, &mut out, mr).unwrap();
+                outer_rows_with(m, k, n, &x, &dy, 3, &mut out, (mr, packed)).unwrap();
                 for i in 0..rows {
                     for j in 0..n {
                         let s: f32 = (0..m).map(|t| x[t * k + 3 + i] * dy[t * n + j]).sum();
                         let got = out[i * n + j];
-                        assert!((got - s).abs() < 1e-3, "mr {mr} m {m}: {got} vs {s}");
+                        assert!(
+                            (got - s).abs() < 1e-3,
+                            "mr {mr} packed {packed} m {m}: {got} vs {s}"
+                        );
                     }
                 }
             }
