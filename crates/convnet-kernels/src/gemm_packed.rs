@@ -37,6 +37,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::conv::Epilogue;
@@ -107,43 +109,40 @@ impl PackedB {
     /// Packs whatever the CPU (the tests call this directly), one rayon
     /// task per panel.
     pub(crate) fn pack(b: &[f32], k: usize, n: usize) -> Self {
-        let mut packed = Self::zeros(b, k, n);
-        if k > 0 {
-            // One task per panel: a layer's weights are packed in every
-            // forward pass (4 MB for a 3x3 288 -> 384 layer).
-            packed
-                .data
-                .par_chunks_mut(k)
+        // One task per panel: a layer's weights are packed in every
+        // forward pass (4 MB for a 3x3 288 -> 384 layer).
+        Self::build(b, k, n, |data| {
+            data.par_chunks_mut(k.max(1))
                 .enumerate()
-                .for_each(|(p, panel)| pack_panel(b, k, n, p, panel));
-        }
-        packed
+                .for_each(|(p, panel)| pack_panel(b, k, n, p, panel))
+        })
     }
 
     /// [`PackedB::pack`] on the calling thread, where the caller packs
     /// several matrices in parallel (Winograd's transform points).
     pub(crate) fn pack_here(b: &[f32], k: usize, n: usize) -> Self {
-        let mut packed = Self::zeros(b, k, n);
-        if k > 0 {
-            for (p, panel) in packed.data.chunks_mut(k).enumerate() {
+        Self::build(b, k, n, |data| {
+            for (p, panel) in data.chunks_mut(k.max(1)).enumerate() {
                 pack_panel(b, k, n, p, panel);
             }
-        }
-        packed
+        })
     }
 
-    /// Zeroed panels for `b`.
-    fn zeros(b: &[f32], k: usize, n: usize) -> Self {
+    /// The panels of `b`, written once by `fill` (which must write every
+    /// row: [`pack_panel`] over all of them), never zeroed first.
+    fn build(b: &[f32], k: usize, n: usize, fill: impl FnOnce(&mut [MaybeUninit<Row>])) -> Self {
         assert!(
             b.len() >= k * n,
             "PackedB: B has {} elements, needs {k}x{n}",
             b.len()
         );
-        PackedB {
-            k,
-            n,
-            data: vec![Row([0.0; NR]); n.div_ceil(NR) * k],
-        }
+        let len = n.div_ceil(NR) * k;
+        let mut data = Vec::with_capacity(len);
+        fill(&mut data.spare_capacity_mut()[..len]);
+        // SAFETY: `fill` wrote every one of the `len` rows (pack_panel
+        // writes each row of its panel, and the panels cover all of them).
+        unsafe { data.set_len(len) };
+        PackedB { k, n, data }
     }
 
     /// Columns of `B`.
@@ -152,12 +151,15 @@ impl PackedB {
     }
 }
 
-/// Panel `p` of `b` (`k x n`) into `panel` (zeroed, `k` rows).
-fn pack_panel(b: &[f32], k: usize, n: usize, p: usize, panel: &mut [Row]) {
+/// Panel `p` of `b` (`k x n`) into `panel` (`k` rows, every one written;
+/// columns past `n` zero).
+fn pack_panel(b: &[f32], k: usize, n: usize, p: usize, panel: &mut [MaybeUninit<Row>]) {
     let j0 = p * NR;
     let cols = (n - j0).min(NR);
     for (row, dst) in panel.iter_mut().enumerate().take(k) {
-        dst.0[..cols].copy_from_slice(&b[row * n + j0..row * n + j0 + cols]);
+        let mut r = Row([0.0; NR]);
+        r.0[..cols].copy_from_slice(&b[row * n + j0..row * n + j0 + cols]);
+        dst.write(r);
     }
 }
 
