@@ -7,7 +7,7 @@
 //! - [`dense_forward_streamed`]: `x w` reading `w` once, in memory order
 //!   (the GEMM copies all of a large `B` into panels first: one more read
 //!   and a write of it); on CPUs without AVX-512 each block of 64 rows is
-//!   copied into column strips while it is in cache (see [`packs_b`]);
+//!   copied into column strips while it is in cache (see `packs_b` in the source);
 //! - [`outer_rows`] / [`outer_product`]: the kernel gradient `x^T dy` a
 //!   block of rows at a time, so that an optimizer can apply it while the
 //!   block is in cache instead of writing the whole gradient out and
