@@ -146,6 +146,35 @@ fn notop_matches_keras_at_mixed0_mixed2_mixed7_and_output() {
     assert!(err < 1e-4, "output: relative error {err:e}");
 }
 
+/// At the mission's 150x150 input mixed4 to mixed7 run on 7x7 maps, where
+/// the 1x7 and 7x1 layers take Winograd F(7, 7) (at 99x99 their 4x4 maps
+/// take F(4, 7)).
+#[test]
+fn notop_matches_keras_at_150x150() {
+    let file = safetensors::load(&fixture("inception_notop_150.safetensors")).unwrap();
+    clear_session();
+    let model = InceptionV3::new()
+        .include_top(false)
+        .input_shape(150, 150, 3)
+        .build()
+        .unwrap();
+    assert_eq!(sorted(model.layer_names()), keras_layer_names(&file));
+    set_formula_weights(&model);
+    let x = file.get("input").unwrap();
+    let formula = tensor(x.shape(), fill(7, x.len()).into_iter());
+    assert_eq!(x, &formula, "the fixture's input is fill(7)");
+    let out = model.get_layer("mixed7").unwrap().output();
+    let cut = Model::new(&model.input(), &out).unwrap();
+    let ours = cut.predict(x, 1).unwrap();
+    let err = rel_err(&ours, file.get("mixed7").unwrap());
+    eprintln!("mixed7 at 150x150: relative error {err:e}");
+    assert!(err < 1e-4, "mixed7 at 150x150: relative error {err:e}");
+    let ours = model.predict(x, 1).unwrap();
+    let err = rel_err(&ours, file.get("output").unwrap());
+    eprintln!("output at 150x150: relative error {err:e}");
+    assert!(err < 1e-4, "output at 150x150: relative error {err:e}");
+}
+
 #[test]
 fn top_matches_keras() {
     let file = safetensors::load(&fixture("inception_top.safetensors")).unwrap();

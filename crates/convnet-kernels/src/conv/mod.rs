@@ -13,7 +13,7 @@
 //! layer of an image model) and the vector lanes it is written in,
 //! Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 layers with enough
 //! channels (all three passes) and F(2x2, 5x5) for the forward pass of 5x5
-//! ones, Winograd F(4, 7) along the taps for the
+//! ones, Winograd F(4, 7) or F(7, 7) along the taps for the
 //! forward pass of 1x7 / 7x1 stride-1 layers with enough channels, and a
 //! forward pass for other 1xk / kx1 layers on small maps that skips the
 //! taps on padding. [`Precision::Half`] runs the
@@ -236,9 +236,10 @@ pub struct Tuning {
     /// the filter gradient takes 4 instead), 0 to choose by shape. 5x5
     /// layers take 2 or 4 (6 means 4).
     pub winograd_tile: usize,
-    /// Use Winograd F(4, 7) along the taps for the forward pass of 1x7
-    /// and 7x1 stride-1 convolutions (10 multiplications per 4 outputs
-    /// instead of 28), with at least 16 channels and filters.
+    /// Use Winograd F(4, 7) or F(7, 7) along the taps for the forward pass
+    /// of 1x7 and 7x1 stride-1 convolutions (10 multiplications per 4
+    /// outputs instead of 28, or 13 per 7 instead of 49), with at least 16
+    /// channels and filters.
     pub winograd_1d: bool,
     /// Compute the forward pass of 1xk / kx1 stride-1 layers on small maps
     /// (where an eighth or more of the im2col taps fall on padding) one

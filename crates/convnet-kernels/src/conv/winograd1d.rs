@@ -1,24 +1,36 @@
-//! Winograd F(4, 7) along one axis, for the forward pass of 1x7 and 7x1
-//! stride-1 convolutions (InceptionV3's mixed4 to mixed7 blocks are made
-//! of them): each run of 4 outputs along the taps' axis costs 10
-//! multiplications per (input channel, filter) pair instead of 28.
+//! Winograd F(4, 7) and F(7, 7) along one axis, for the forward pass of
+//! 1x7 and 7x1 stride-1 convolutions (InceptionV3's mixed4 to mixed7
+//! blocks are made of them): each run of 4 outputs along the taps' axis
+//! costs 10 multiplications per (input channel, filter) pair instead of
+//! 28, each run of 7 costs 13 instead of 49. F(7, 7) is taken where its
+//! tiles need at least 10% fewer multiplications, edge tiles counted
+//! ([`tile`]): on the 7-wide maps of a 150x150 input 13 against F(4, 7)'s
+//! 20 per line (whose second tile wastes an output). Alternated in one
+//! process on Zen 3 (AVX2), F(7, 7) ran InceptionV3's 7x7 1x7 and 7x1
+//! layers 1.21-1.43x faster than F(4, 7), and the whole frozen forward
+//! pass 1.09x (pair median of 15 alternated runs of `cargo xtask bench
+//! inception --forward`). Its rounding is larger: against Keras at
+//! 150x150 (`tests/keras.rs`), mixed7's error was 2.2e-5 of its largest
+//! value against 7.6e-6 with F(4, 7) (tolerance 1e-4).
 //!
-//! With `d` a run of 10 inputs, `g` the 7 taps and `y` the 4 outputs:
+//! With `d` a run of 10 inputs, `g` the 7 taps and `y` the 4 outputs (13
+//! and 7 for F(7, 7)):
 //! `y = Aᵀ [(G g) ⊙ (Bᵀ d)]`, summed over input channels. Per band of
 //! tiles the input transforms `V = Bᵀ d` are laid out as 10 matrices
 //! (tiles x c), the filter transforms `U = G g` as 10 matrices (c x f),
 //! 10 GEMMs give `M = V U`, and the output transform `Aᵀ M` adds the bias
 //! and the ReLU while the band is in cache.
 //!
-//! The interpolation points are 0, ±1, ±2, ±1/2, ±1/3 and infinity
-//! (Toom-Cook, as Lavin and Gray's 2-D transforms in [`super::winograd`]).
+//! F(4, 7)'s interpolation points are 0, ±1, ±2, ±1/2, ±1/3 and infinity
+//! (Toom-Cook, as Lavin and Gray's 2-D transforms in [`super::winograd`];
+//! F(7, 7)'s are at [`F7`]).
 //! Points ±3 instead of ±1/3 gave transforms with entries up to 52 and
 //! rounding errors 1.7x larger. In single precision the outputs carry
 //! about 1e-5 of their size in error (the 2-D F(4x4, 3x3) about as much);
 //! the tests bound it against f64 sums.
 //!
 //! A line along the axis is a row (1x7) or a column (7x1) of one image;
-//! its outputs are cut into tiles of 4, the last one's outputs past the
+//! its outputs are cut into tiles of 4 (or 7), the last one's outputs past the
 //! line's end dropped, and inputs outside the line (the padding) read as
 //! zeros. Tiles are grouped so that each band of groups writes one
 //! contiguous run of the output: a group is a row of tiles along a row
@@ -40,12 +52,16 @@ use super::winograd::{
 };
 use super::{ConvGeometry, Epilogue};
 
-/// Outputs per tile.
+/// Outputs per tile of F(4, 7).
 const M: usize = 4;
 /// Taps.
 const R: usize = 7;
-/// Inputs per tile, and transform points.
+/// Inputs per tile of F(4, 7), and transform points.
 const T: usize = M + R - 1;
+/// Outputs per tile of F(7, 7).
+const M7: usize = 7;
+/// Inputs per tile of F(7, 7), and transform points.
+const T7: usize = M7 + R - 1;
 
 /// `Bᵀ`: a tile's 10 inputs to its 10 transform points.
 const BT: [[f64; T]; T] = [
@@ -274,6 +290,437 @@ const G: [[f64; R]; T] = [
     [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
 ];
 
+/// F(7, 7)'s `Bᵀ`: a tile's 13 inputs to its 13 transform points.
+const BT7: [[f64; T7]; T7] = [
+    [
+        1.0 / 3.0,
+        -1.0,
+        -143.0 / 54.0,
+        143.0 / 18.0,
+        979.0 / 144.0,
+        -979.0 / 48.0,
+        -979.0 / 144.0,
+        979.0 / 48.0,
+        143.0 / 54.0,
+        -143.0 / 18.0,
+        -1.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 3.0,
+        2.0 / 3.0,
+        179.0 / 54.0,
+        -125.0 / 27.0,
+        -4937.0 / 432.0,
+        1937.0 / 216.0,
+        6811.0 / 432.0,
+        -125.0 / 27.0,
+        -131.0 / 18.0,
+        2.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 3.0,
+        -4.0 / 3.0,
+        -71.0 / 54.0,
+        250.0 / 27.0,
+        -1063.0 / 432.0,
+        -1937.0 / 108.0,
+        4811.0 / 432.0,
+        250.0 / 27.0,
+        -119.0 / 18.0,
+        -4.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 6.0,
+        5.0 / 12.0,
+        331.0 / 216.0,
+        -1385.0 / 432.0,
+        -2161.0 / 432.0,
+        3325.0 / 432.0,
+        3131.0 / 432.0,
+        -355.0 / 54.0,
+        -83.0 / 18.0,
+        5.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 6.0,
+        -7.0 / 12.0,
+        -223.0 / 216.0,
+        1939.0 / 432.0,
+        499.0 / 432.0,
+        -4655.0 / 432.0,
+        859.0 / 432.0,
+        497.0 / 54.0,
+        -59.0 / 18.0,
+        -7.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -2.0 / 3.0,
+        2.0 / 3.0,
+        179.0 / 27.0,
+        -71.0 / 27.0,
+        -4073.0 / 216.0,
+        665.0 / 216.0,
+        4267.0 / 216.0,
+        -277.0 / 216.0,
+        -283.0 / 36.0,
+        1.0 / 6.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        2.0 / 3.0,
+        -10.0 / 3.0,
+        37.0 / 27.0,
+        355.0 / 27.0,
+        -2743.0 / 216.0,
+        -3325.0 / 216.0,
+        3713.0 / 216.0,
+        1385.0 / 216.0,
+        -271.0 / 36.0,
+        -5.0 / 6.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -2.0 / 9.0,
+        14.0 / 27.0,
+        19.0 / 9.0,
+        -35.0 / 9.0,
+        -57.0 / 8.0,
+        637.0 / 72.0,
+        751.0 / 72.0,
+        -1435.0 / 216.0,
+        -223.0 / 36.0,
+        7.0 / 6.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        2.0 / 9.0,
+        -22.0 / 27.0,
+        -11.0 / 9.0,
+        55.0 / 9.0,
+        11.0 / 24.0,
+        -1001.0 / 72.0,
+        341.0 / 72.0,
+        2255.0 / 216.0,
+        -187.0 / 36.0,
+        -11.0 / 6.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0 / 2.0,
+        3.0 / 4.0,
+        367.0 / 72.0,
+        -205.0 / 48.0,
+        -797.0 / 48.0,
+        91.0 / 16.0,
+        899.0 / 48.0,
+        -5.0 / 2.0,
+        -139.0 / 18.0,
+        1.0 / 3.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 2.0,
+        -9.0 / 4.0,
+        -43.0 / 72.0,
+        205.0 / 16.0,
+        -433.0 / 48.0,
+        -273.0 / 16.0,
+        739.0 / 48.0,
+        15.0 / 2.0,
+        -131.0 / 18.0,
+        -1.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        -1.0,
+        0.0,
+        143.0 / 18.0,
+        0.0,
+        -979.0 / 48.0,
+        0.0,
+        979.0 / 48.0,
+        0.0,
+        -143.0 / 18.0,
+        0.0,
+        1.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0 / 3.0,
+        -1.0,
+        -143.0 / 54.0,
+        143.0 / 18.0,
+        979.0 / 144.0,
+        -979.0 / 48.0,
+        -979.0 / 144.0,
+        979.0 / 48.0,
+        143.0 / 54.0,
+        -143.0 / 18.0,
+        -1.0 / 3.0,
+        1.0,
+    ],
+];
+
+/// F(7, 7)'s `Aᵀ`: the 13 points of a product to the tile's 7 outputs.
+const AT7: [[f64; T7]; M7] = [
+    [
+        1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        -1.0,
+        2.0,
+        -2.0,
+        1.0 / 2.0,
+        -1.0 / 2.0,
+        3.0 / 2.0,
+        -3.0 / 2.0,
+        2.0 / 3.0,
+        -2.0 / 3.0,
+        1.0 / 3.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        1.0,
+        4.0,
+        4.0,
+        1.0 / 4.0,
+        1.0 / 4.0,
+        9.0 / 4.0,
+        9.0 / 4.0,
+        4.0 / 9.0,
+        4.0 / 9.0,
+        1.0 / 9.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        -1.0,
+        8.0,
+        -8.0,
+        1.0 / 8.0,
+        -1.0 / 8.0,
+        27.0 / 8.0,
+        -27.0 / 8.0,
+        8.0 / 27.0,
+        -8.0 / 27.0,
+        1.0 / 27.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        1.0,
+        16.0,
+        16.0,
+        1.0 / 16.0,
+        1.0 / 16.0,
+        81.0 / 16.0,
+        81.0 / 16.0,
+        16.0 / 81.0,
+        16.0 / 81.0,
+        1.0 / 81.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        -1.0,
+        32.0,
+        -32.0,
+        1.0 / 32.0,
+        -1.0 / 32.0,
+        243.0 / 32.0,
+        -243.0 / 32.0,
+        32.0 / 243.0,
+        -32.0 / 243.0,
+        1.0 / 243.0,
+        0.0,
+    ],
+    [
+        0.0,
+        1.0,
+        1.0,
+        64.0,
+        64.0,
+        1.0 / 64.0,
+        1.0 / 64.0,
+        729.0 / 64.0,
+        729.0 / 64.0,
+        64.0 / 729.0,
+        64.0 / 729.0,
+        1.0 / 729.0,
+        1.0,
+    ],
+];
+
+/// F(7, 7)'s `G`: the 7 taps to the 13 points of the filter transform.
+const G7: [[f64; R]; T7] = [
+    [3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [
+        12.0 / 25.0,
+        12.0 / 25.0,
+        12.0 / 25.0,
+        12.0 / 25.0,
+        12.0 / 25.0,
+        12.0 / 25.0,
+        12.0 / 25.0,
+    ],
+    [
+        -6.0 / 25.0,
+        6.0 / 25.0,
+        -6.0 / 25.0,
+        6.0 / 25.0,
+        -6.0 / 25.0,
+        6.0 / 25.0,
+        -6.0 / 25.0,
+    ],
+    [
+        3.0 / 2800.0,
+        3.0 / 1400.0,
+        3.0 / 700.0,
+        3.0 / 350.0,
+        3.0 / 175.0,
+        6.0 / 175.0,
+        12.0 / 175.0,
+    ],
+    [
+        -3.0 / 3920.0,
+        3.0 / 1960.0,
+        -3.0 / 980.0,
+        3.0 / 490.0,
+        -3.0 / 245.0,
+        6.0 / 245.0,
+        -12.0 / 245.0,
+    ],
+    [
+        384.0 / 35.0,
+        192.0 / 35.0,
+        96.0 / 35.0,
+        48.0 / 35.0,
+        24.0 / 35.0,
+        12.0 / 35.0,
+        6.0 / 35.0,
+    ],
+    [
+        -384.0 / 175.0,
+        192.0 / 175.0,
+        -96.0 / 175.0,
+        48.0 / 175.0,
+        -24.0 / 175.0,
+        12.0 / 175.0,
+        -6.0 / 175.0,
+    ],
+    [
+        -384.0 / 15925.0,
+        -576.0 / 15925.0,
+        -864.0 / 15925.0,
+        -1296.0 / 15925.0,
+        -1944.0 / 15925.0,
+        -2916.0 / 15925.0,
+        -4374.0 / 15925.0,
+    ],
+    [
+        384.0 / 25025.0,
+        -576.0 / 25025.0,
+        864.0 / 25025.0,
+        -1296.0 / 25025.0,
+        1944.0 / 25025.0,
+        -2916.0 / 25025.0,
+        4374.0 / 25025.0,
+    ],
+    [
+        -177147.0 / 36400.0,
+        -59049.0 / 18200.0,
+        -19683.0 / 9100.0,
+        -6561.0 / 4550.0,
+        -2187.0 / 2275.0,
+        -1458.0 / 2275.0,
+        -972.0 / 2275.0,
+    ],
+    [
+        59049.0 / 36400.0,
+        -19683.0 / 18200.0,
+        6561.0 / 9100.0,
+        -2187.0 / 4550.0,
+        729.0 / 2275.0,
+        -486.0 / 2275.0,
+        324.0 / 2275.0,
+    ],
+    [
+        -118098.0 / 13475.0,
+        -39366.0 / 13475.0,
+        -13122.0 / 13475.0,
+        -4374.0 / 13475.0,
+        -1458.0 / 13475.0,
+        -486.0 / 13475.0,
+        -162.0 / 13475.0,
+    ],
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+];
+
+/// One tile size of the transforms: its `Bᵀ`, `Aᵀ` and `G`.
+trait Variant<const M: usize, const T: usize> {
+    const BT: [[f64; T]; T];
+    const AT: [[f64; T]; M];
+    const G: [[f64; R]; T];
+}
+
+/// F(4, 7): 10 points per 4 outputs.
+struct F4;
+
+impl Variant<M, T> for F4 {
+    const BT: [[f64; T]; T] = BT;
+    const AT: [[f64; T]; M] = AT;
+    const G: [[f64; R]; T] = G;
+}
+
+/// F(7, 7): 13 points per 7 outputs (1.54x fewer multiplications than
+/// F(4, 7) on a 7-wide line, whose second F(4, 7) tile wastes an output),
+/// on the points 0, ±1, ±2, ±1/2, ±3/2, ±2/3, 1/3 and infinity. A numpy
+/// model in f32 (160 ReLU channels, worst of 300 tiles) put its rounding
+/// at 4.2e-5 of the tile's largest output against 2.6e-5 for F(4, 7);
+/// ±1/3 with ±3/2 and 2/3 gave 7.2e-5, ±3 with ±1/4 2.3e-4.
+struct F7;
+
+impl Variant<M7, T7> for F7 {
+    const BT: [[f64; T7]; T7] = BT7;
+    const AT: [[f64; T7]; M7] = AT7;
+    const G: [[f64; R]; T7] = G7;
+}
+
 /// Bytes of transformed tiles (V and M together) per band: a band's GEMMs
 /// read them from L2.
 const BAND_BYTES: usize = 1 << 20;
@@ -281,6 +728,8 @@ const BAND_BYTES: usize = 1 << 20;
 /// The taps' axis of a 1x7 or 7x1 layer, and how its tiles lie in memory.
 #[derive(Clone, Copy, Debug)]
 struct Axis {
+    /// Outputs per tile (4 or 7).
+    m: usize,
     /// 7x1: the taps run down the columns.
     vertical: bool,
     /// Input and output length along the axis.
@@ -300,15 +749,16 @@ struct Axis {
 
 impl Axis {
     /// The axis of `g` when it is 1x7 or 7x1 with stride 1 and no padding
-    /// across the taps' axis.
-    fn of(g: &ConvGeometry) -> Option<Axis> {
+    /// across the taps' axis, cut into tiles of `m` outputs.
+    fn of(g: &ConvGeometry, m: usize) -> Option<Axis> {
         if g.sh != 1 || g.sw != 1 || g.oh == 0 || g.ow == 0 || g.n == 0 {
             return None;
         }
         let p = g.pads;
         if g.kh == 1 && g.kw == R && p.top == 0 && p.bottom == 0 {
-            let tiles = g.ow.div_ceil(M);
+            let tiles = g.ow.div_ceil(m);
             Some(Axis {
+                m,
                 vertical: false,
                 len_in: g.w,
                 len_out: g.ow,
@@ -320,8 +770,9 @@ impl Axis {
                 per_group: tiles,
             })
         } else if g.kw == 1 && g.kh == R && p.left == 0 && p.right == 0 {
-            let tiles = g.oh.div_ceil(M);
+            let tiles = g.oh.div_ceil(m);
             Some(Axis {
+                m,
                 vertical: true,
                 len_in: g.h,
                 len_out: g.oh,
@@ -341,7 +792,7 @@ impl Axis {
     fn group_start(&self, g: &ConvGeometry, gi: usize) -> usize {
         if self.vertical {
             let (img, ty) = (gi / self.tiles, gi % self.tiles);
-            (img * g.oh + M * ty) * g.ow * g.f
+            (img * g.oh + self.m * ty) * g.ow * g.f
         } else {
             gi * g.ow * g.f
         }
@@ -355,10 +806,10 @@ impl Axis {
             (
                 (img * g.h * g.w + k) * g.c,
                 (img * g.oh * g.ow + k) * g.f,
-                M * ty,
+                self.m * ty,
             )
         } else {
-            (gi * g.w * g.c, gi * g.ow * g.f, M * k)
+            (gi * g.w * g.c, gi * g.ow * g.f, self.m * k)
         }
     }
 }
@@ -368,42 +819,53 @@ impl Axis {
 /// filters (below that the transforms cost about as much as they save,
 /// as for the 2-D transforms).
 pub(super) fn applies(g: &ConvGeometry) -> bool {
-    Axis::of(g).is_some() && g.c >= 16 && g.f >= 16
+    Axis::of(g, M).is_some() && g.c >= 16 && g.f >= 16
 }
 
 /// `U = G g` for every (channel, filter): 10 matrices `c x f`, one point
 /// per task. In single precision: its rounding (7 terms, coefficients
 /// below 10) is a hundredth of the input and output transforms'.
 /// Every element of `u` (`T * c * f` values) is written.
-fn transform_kernel(c: usize, f: usize, kernel: &[f32], path: Path, u: &mut [f32]) {
+fn transform_kernel<const M: usize, const T: usize, V: Variant<M, T>>(
+    c: usize,
+    f: usize,
+    kernel: &[f32],
+    path: Path,
+    u: &mut [f32],
+) {
     let cf = c * f;
-    assert_eq!(u.len(), T * cf, "Winograd F(4, 7): kernel transform buffer");
+    assert_eq!(
+        u.len(),
+        T * cf,
+        "Winograd F({M}, 7): kernel transform buffer"
+    );
     u.par_chunks_mut(cf.max(1))
         .enumerate()
         .for_each(|(p, up)| match path {
             // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
             #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-            Path::Avx512 => unsafe { kernel_point_avx512(p, kernel, up) },
+            Path::Avx512 => unsafe { kernel_point_avx512(&V::G[p], kernel, up) },
             // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => unsafe { kernel_point_avx2(p, kernel, up) },
+            Path::Avx2 => unsafe { kernel_point_avx2(&V::G[p], kernel, up) },
             // SAFETY: the portable lanes run anywhere.
-            Path::Portable => unsafe { kernel_point::<Portable>(p, kernel, up) },
+            Path::Portable => unsafe { kernel_point::<Portable>(&V::G[p], kernel, up) },
         });
 }
 
-/// Point `p` of [`transform_kernel`] into `up` (`c x f` values).
+/// One point of [`transform_kernel`] (its row `gp` of `G`) into `up`
+/// (`c x f` values).
 ///
 /// # Safety
 /// `W` must run on this CPU (see [`Path`]).
 #[inline(always)]
-unsafe fn kernel_point<W: Wide>(p: usize, kernel: &[f32], up: &mut [f32]) {
+unsafe fn kernel_point<W: Wide>(gp: &[f64; R], kernel: &[f32], up: &mut [f32]) {
     let cf = up.len();
     assert!(kernel.len() >= R * cf);
     for (e, lanes_used) in blocks(cf) {
         let mask = W::mask(lanes_used);
         let mut acc = W::zero();
-        for (k, &w) in G[p].iter().enumerate() {
+        for (k, &w) in gp.iter().enumerate() {
             if w != 0.0 {
                 // SAFETY: tap k's `cf` values lie in `kernel` (asserted),
                 // e + lanes_used <= cf.
@@ -421,9 +883,9 @@ unsafe fn kernel_point<W: Wide>(p: usize, kernel: &[f32], up: &mut [f32]) {
 /// The CPU must have AVX-512F.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_point_avx512(p: usize, kernel: &[f32], up: &mut [f32]) {
+unsafe fn kernel_point_avx512(gp: &[f64; R], kernel: &[f32], up: &mut [f32]) {
     // SAFETY: the caller guarantees AVX-512F.
-    unsafe { kernel_point::<Zmm>(p, kernel, up) }
+    unsafe { kernel_point::<Zmm>(gp, kernel, up) }
 }
 
 /// [`kernel_point`] with AVX2 and FMA.
@@ -432,9 +894,9 @@ unsafe fn kernel_point_avx512(p: usize, kernel: &[f32], up: &mut [f32]) {
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_point_avx2(p: usize, kernel: &[f32], up: &mut [f32]) {
+unsafe fn kernel_point_avx2(gp: &[f64; R], kernel: &[f32], up: &mut [f32]) {
     // SAFETY: the caller guarantees AVX2 and FMA.
-    unsafe { kernel_point::<Ymm2>(p, kernel, up) }
+    unsafe { kernel_point::<Ymm2>(gp, kernel, up) }
 }
 
 /// `V = Bᵀ d` for the tiles of groups `[g0, g1)`, into `v` (10 matrices
@@ -443,7 +905,7 @@ unsafe fn kernel_point_avx2(p: usize, kernel: &[f32], up: &mut [f32]) {
 /// # Safety
 /// `W` must run on this CPU (see [`Path`]).
 #[inline(always)]
-unsafe fn input_band<W: Wide>(
+unsafe fn input_band<W: Wide, const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     input: &[f32],
@@ -481,8 +943,8 @@ unsafe fn input_band<W: Wide>(
                     for i in 0..T {
                         let mut acc = W::zero();
                         for j in 0..T {
-                            if BT[i][j] != 0.0 {
-                                acc = d[j].madd(BT[i][j] as f32, acc);
+                            if V::BT[i][j] != 0.0 {
+                                acc = d[j].madd(V::BT[i][j] as f32, acc);
                             }
                         }
                         acc.store(out.add(i * stride), mask);
@@ -503,7 +965,7 @@ unsafe fn input_band<W: Wide>(
 /// `W` must run on this CPU (see [`Path`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn output_band<W: Wide>(
+unsafe fn output_band<W: Wide, const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     (g0, g1): (usize, usize),
@@ -537,8 +999,8 @@ unsafe fn output_band<W: Wide>(
                     for i in 0..valid {
                         let mut y = W::zero();
                         for p in 0..T {
-                            if AT[i][p] != 0.0 {
-                                y = mv[p].madd(AT[i][p] as f32, y);
+                            if V::AT[i][p] != 0.0 {
+                                y = mv[p].madd(V::AT[i][p] as f32, y);
                             }
                         }
                         let y = y.add(b);
@@ -558,7 +1020,7 @@ unsafe fn output_band<W: Wide>(
 /// The CPU must have AVX-512F.
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_avx512(
+unsafe fn input_avx512<const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     input: &[f32],
@@ -566,7 +1028,7 @@ unsafe fn input_avx512(
     v: &mut [f32],
 ) {
     // SAFETY: the caller guarantees AVX-512F.
-    unsafe { input_band::<Zmm>(g, a, input, groups, v) }
+    unsafe { input_band::<Zmm, M, T, V>(g, a, input, groups, v) }
 }
 
 /// [`output_band`] with AVX-512.
@@ -576,7 +1038,7 @@ unsafe fn input_avx512(
 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn output_avx512(
+unsafe fn output_avx512<const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     groups: (usize, usize),
@@ -587,7 +1049,7 @@ unsafe fn output_avx512(
     base: usize,
 ) {
     // SAFETY: the caller guarantees AVX-512F.
-    unsafe { output_band::<Zmm>(g, a, groups, m, bias, relu, out, base) }
+    unsafe { output_band::<Zmm, M, T, V>(g, a, groups, m, bias, relu, out, base) }
 }
 
 /// [`input_band`] with AVX2 and FMA.
@@ -596,7 +1058,7 @@ unsafe fn output_avx512(
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn input_avx2(
+unsafe fn input_avx2<const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     input: &[f32],
@@ -604,7 +1066,7 @@ unsafe fn input_avx2(
     v: &mut [f32],
 ) {
     // SAFETY: the caller guarantees AVX2 and FMA.
-    unsafe { input_band::<Ymm2>(g, a, input, groups, v) }
+    unsafe { input_band::<Ymm2, M, T, V>(g, a, input, groups, v) }
 }
 
 /// [`output_band`] with AVX2 and FMA.
@@ -614,7 +1076,7 @@ unsafe fn input_avx2(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn output_avx2(
+unsafe fn output_avx2<const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     groups: (usize, usize),
@@ -625,7 +1087,7 @@ unsafe fn output_avx2(
     base: usize,
 ) {
     // SAFETY: the caller guarantees AVX2 and FMA.
-    unsafe { output_band::<Ymm2>(g, a, groups, m, bias, relu, out, base) }
+    unsafe { output_band::<Ymm2, M, T, V>(g, a, groups, m, bias, relu, out, base) }
 }
 
 /// Forward convolution of a geometry [`applies`] accepts; lengths already
@@ -638,10 +1100,32 @@ pub(super) fn forward(
     epilogue: Epilogue,
     out: &mut [f32],
 ) {
-    forward_on(g, input, kernel, bias, epilogue, out, Path::detect())
+    forward_on(
+        g,
+        input,
+        kernel,
+        bias,
+        epilogue,
+        out,
+        Path::detect(),
+        tile(g),
+    )
 }
 
-/// [`forward`] with the transforms of `path`.
+/// Outputs per tile for `g`: 7 where F(7, 7)'s tiles need at least 10%
+/// fewer multiplications than F(4, 7)'s, counting the outputs past the
+/// line's end (lines of 7 and 14 outputs, 17, 19-21, ...), else 4.
+fn tile(g: &ConvGeometry) -> usize {
+    let len = if g.kh == 1 { g.ow } else { g.oh };
+    if 10 * (len.div_ceil(M7) * T7) <= 9 * (len.div_ceil(M) * T) {
+        M7
+    } else {
+        M
+    }
+}
+
+/// [`forward`] with the transforms of `path` and tiles of `m` outputs (4
+/// or 7).
 #[allow(clippy::too_many_arguments)]
 fn forward_on(
     g: &ConvGeometry,
@@ -651,20 +1135,39 @@ fn forward_on(
     epilogue: Epilogue,
     out: &mut [f32],
     path: Path,
+    m: usize,
 ) {
-    let Some(a) = Axis::of(g) else {
-        unreachable!("Winograd F(4, 7): called on {g:?}, which is not 1x7 or 7x1 with stride 1")
+    if m == M7 {
+        forward_with::<M7, T7, F7>(g, input, kernel, bias, epilogue, out, path)
+    } else {
+        forward_with::<M, T, F4>(g, input, kernel, bias, epilogue, out, path)
+    }
+}
+
+/// [`forward_on`] with the tile size of `V`.
+#[allow(clippy::too_many_arguments)]
+fn forward_with<const M: usize, const T: usize, V: Variant<M, T>>(
+    g: &ConvGeometry,
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    path: Path,
+) {
+    let Some(a) = Axis::of(g, M) else {
+        unreachable!("Winograd F({M}, 7): called on {g:?}, which is not 1x7 or 7x1 with stride 1")
     };
     let (c, f) = (g.c, g.f);
     with_kernel_buffer(T * c * f, |u| {
-        transform_kernel(c, f, kernel, path, u);
-        forward_bands(g, &a, input, u, bias, epilogue, out, path)
+        transform_kernel::<M, T, V>(c, f, kernel, path, u);
+        forward_bands::<M, T, V>(g, &a, input, u, bias, epilogue, out, path)
     })
 }
 
 /// [`forward_on`]'s bands, with the kernel transforms `u`.
 #[allow(clippy::too_many_arguments)]
-fn forward_bands(
+fn forward_bands<const M: usize, const T: usize, V: Variant<M, T>>(
     g: &ConvGeometry,
     a: &Axis,
     input: &[f32],
@@ -700,24 +1203,30 @@ fn forward_bands(
             match path {
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-                Path::Avx512 => unsafe { input_avx512(g, a, input, groups, v) },
+                Path::Avx512 => unsafe { input_avx512::<M, T, V>(g, a, input, groups, v) },
                 // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
                 #[cfg(target_arch = "x86_64")]
-                Path::Avx2 => unsafe { input_avx2(g, a, input, groups, v) },
+                Path::Avx2 => unsafe { input_avx2::<M, T, V>(g, a, input, groups, v) },
                 // SAFETY: the portable lanes run anywhere.
-                Path::Portable => unsafe { input_band::<Portable>(g, a, input, groups, v) },
+                Path::Portable => unsafe {
+                    input_band::<Portable, M, T, V>(g, a, input, groups, v)
+                },
             }
             multiply(T, tiles, (c, f), v, u, packed.as_deref(), m);
             match path {
                 // SAFETY: Path::Avx512 is only chosen on a CPU with AVX-512F.
                 #[cfg(all(target_arch = "x86_64", avx512_intrinsics))]
-                Path::Avx512 => unsafe { output_avx512(g, a, groups, m, bias, relu, out, base) },
+                Path::Avx512 => unsafe {
+                    output_avx512::<M, T, V>(g, a, groups, m, bias, relu, out, base)
+                },
                 // SAFETY: Path::Avx2 is only chosen on a CPU with AVX2 and FMA.
                 #[cfg(target_arch = "x86_64")]
-                Path::Avx2 => unsafe { output_avx2(g, a, groups, m, bias, relu, out, base) },
+                Path::Avx2 => unsafe {
+                    output_avx2::<M, T, V>(g, a, groups, m, bias, relu, out, base)
+                },
                 // SAFETY: the portable lanes run anywhere.
                 Path::Portable => unsafe {
-                    output_band::<Portable>(g, a, groups, m, bias, relu, out, base)
+                    output_band::<Portable, M, T, V>(g, a, groups, m, bias, relu, out, base)
                 },
             }
         })
@@ -784,16 +1293,19 @@ mod tests {
     fn check(input: [usize; 4], kernel: (usize, usize), f: usize, padding: Padding, seed: u64) {
         let [n, h, w, c] = input;
         let g = ConvGeometry::new(input, [kernel.0, kernel.1, c, f], (1, 1), padding).unwrap();
-        assert!(Axis::of(&g).is_some(), "{g:?}");
+        assert!(Axis::of(&g, M).is_some(), "{g:?}");
         let x = values(n * h * w * c, seed);
         let k = values(R * c * f, seed + 1);
         let bias = values(f, seed + 2);
         let want = naive(&g, &x, &k, &bias);
         let largest = want.iter().fold(0.0f64, |a, &(_, m)| a.max(m));
-        for path in Path::available() {
+        for (path, m) in Path::available()
+            .into_iter()
+            .flat_map(|p| [(p, M), (p, M7)])
+        {
             for epilogue in [Epilogue::None, Epilogue::Relu] {
                 let mut y = vec![f32::NAN; want.len()];
-                forward_on(&g, &x, &k, Some(&bias), epilogue, &mut y, path);
+                forward_on(&g, &x, &k, Some(&bias), epilogue, &mut y, path, m);
                 for (i, (&got, &(v, m))) in y.iter().zip(&want).enumerate() {
                     let v = if epilogue == Epilogue::Relu {
                         v.max(0.0)
@@ -803,7 +1315,7 @@ mod tests {
                     let tol = 2e-5 * m + 1e-6 + 2e-5 * largest;
                     assert!(
                         (got as f64 - v).abs() <= tol,
-                        "{path:?} {epilogue:?} {g:?}: output {i} is {got}, want {v} (tolerance {tol})"
+                        "F({m}, 7) {path:?} {epilogue:?} {g:?}: output {i} is {got}, want {v} (tolerance {tol})"
                     );
                 }
             }
@@ -850,11 +1362,32 @@ mod tests {
 
     #[test]
     fn every_line_length_up_to_two_tiles_and_more() {
-        // Lines of 1 to 10 outputs: shorter than a tile, one tile, a
-        // tile and a remainder, two tiles.
-        for len in 1..=10 {
+        // Lines of 1 to 15 outputs: shorter than a tile, one tile, a
+        // tile and a remainder, two tiles and more (of 4 and of 7).
+        for len in 1..=15 {
             check([1, 2, len, 16], (1, 7), 16, Padding::Same, 20 + len as u64);
             check([1, len, 2, 16], (7, 1), 16, Padding::Same, 40 + len as u64);
+        }
+    }
+
+    /// F(7, 7) on the lines where its tiles need 10% fewer
+    /// multiplications: 7 outputs (13 points against 20), 14 (26 against
+    /// 40), 17 (InceptionV3 at 299x299: 39 against 50); F(4, 7) on 8
+    /// (20 against 26) and 4 (10 against 13).
+    #[test]
+    fn tile_follows_the_multiplications() {
+        let geo = |len: usize, vertical: bool| {
+            let (input, kernel) = if vertical {
+                ([1, len, 3, 16], [7, 1, 16, 16])
+            } else {
+                ([1, 3, len, 16], [1, 7, 16, 16])
+            };
+            ConvGeometry::new(input, kernel, (1, 1), Padding::Same).unwrap()
+        };
+        for vertical in [false, true] {
+            for (len, want) in [(7, M7), (14, M7), (17, M7), (8, M), (4, M), (1, M)] {
+                assert_eq!(tile(&geo(len, vertical)), want, "{len} {vertical}");
+            }
         }
     }
 
